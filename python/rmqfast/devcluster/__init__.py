@@ -1,0 +1,1275 @@
+"""A local RocketMQ (name servers, brokers, Proxy) started from Maven Central jars.
+
+`python -m rmqfast.devcluster up|down|status` for a shell, `DevCluster` for Python and tests.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "CLUSTER_NAME",
+    "JDK17_FLAGS",
+    "ROCKETMQ_VERSION",
+    "DevCluster",
+    "DevClusterError",
+    "cache_root",
+    "current_dir",
+    "ensure_jars",
+    "find_java",
+    "find_mvn",
+    "java_classpath",
+    "java_command",
+    "query_cluster_info",
+    "registered_brokers",
+    "run_mqadmin",
+]
+
+_PKG_DIR = Path(__file__).resolve().parent
+POM = _PKG_DIR / "pom.xml"
+LOGBACK_XML = _PKG_DIR / "logback.xml"
+STATE_FILE = "devcluster.json"
+CLUSTER_NAME = "DefaultCluster"
+LOOPBACK = "127.0.0.1"
+
+# RocketMQ 5.3.x builds on JDK 8; on 17 these are needed (apache/rocketmq#9887).
+JDK17_FLAGS: tuple[str, ...] = (
+    "--add-opens",
+    "java.base/java.lang=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.nio=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.util=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.ref=ALL-UNNAMED",
+    "--add-exports",
+    "java.base/sun.nio.ch=ALL-UNNAMED",
+)
+
+NAMESRV_HEAP: tuple[str, ...] = ("-Xms64m", "-Xmx192m")
+BROKER_HEAP: tuple[str, ...] = (
+    "-Xms256m",
+    "-Xmx384m",
+    "-Xmn128m",
+    "-XX:MaxDirectMemorySize=256m",
+    "-XX:+UseG1GC",
+)
+PROXY_HEAP: tuple[str, ...] = ("-Xms128m", "-Xmx320m")
+# mqadmin is short-lived: C1 only and a serial GC make it start noticeably faster.
+MQADMIN_HEAP: tuple[str, ...] = (
+    "-Xms32m",
+    "-Xmx256m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+)
+
+NAMESRV_MAIN = "org.apache.rocketmq.namesrv.NamesrvStartup"
+BROKER_MAIN = "org.apache.rocketmq.broker.BrokerStartup"
+PROXY_MAIN = "org.apache.rocketmq.proxy.ProxyStartup"
+MQADMIN_MAIN = "org.apache.rocketmq.tools.command.MQAdminStartup"
+
+NAMESRV_READY = "The Name Server boot success"
+BROKER_READY = "boot success"
+PROXY_READY = "rocketmq-proxy startup successfully"
+
+GET_BROKER_CLUSTER_INFO = 106
+_REMOTING_VERSION = 479  # MQVersion.Version.V5_3_3; >= 401 also gets standard JSON routes
+_MAX_FRAME = 16 * 1024 * 1024
+_LANGUAGES = (
+    "JAVA",
+    "CPP",
+    "DOTNET",
+    "PYTHON",
+    "DELPHI",
+    "ERLANG",
+    "RUBY",
+    "OTHER",
+    "HTTP",
+    "GO",
+    "PHP",
+    "OMS",
+    "RUST",
+    "NODE_JS",
+)
+
+_POLL = 0.1
+_LOG_TAIL_LINES = 20
+
+
+class DevClusterError(RuntimeError):
+    """Something the dev cluster needs is missing, or a server failed to start or stop."""
+
+
+def _pom_version() -> str:
+    try:
+        text = POM.read_text(encoding="utf-8")
+    except OSError:
+        return "5.3.3"
+    m = re.search(r"<rocketmq\.version>\s*([^<\s]+)\s*</rocketmq\.version>", text)
+    return m.group(1) if m else "5.3.3"
+
+
+ROCKETMQ_VERSION = _pom_version()
+
+
+# ---------------------------------------------------------------------------------------------
+# tools and jars
+
+
+def find_java() -> str:
+    """Return the path of `java` on PATH, or raise DevClusterError saying what to install."""
+    java = shutil.which("java")
+    if java is None:
+        raise DevClusterError(
+            "java not found on PATH: install a Java 17 JDK "
+            "(Debian: apt-get install openjdk-17-jdk-headless)"
+        )
+    return java
+
+
+def find_mvn() -> str:
+    """Return the path of `mvn` on PATH, or raise DevClusterError saying what to install."""
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise DevClusterError(
+            "mvn not found on PATH: install Maven 3.8+ to fetch the RocketMQ jars "
+            "(Debian: apt-get install maven)"
+        )
+    return mvn
+
+
+def cache_root() -> Path:
+    """Return the rmqfast cache directory: $RMQFAST_CACHE or ~/.cache/rmqfast."""
+    env = os.environ.get("RMQFAST_CACHE")
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path.home() / ".cache" / "rmqfast"
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    # Two test runs (or xdist workers) downloading into the same cache must not interleave.
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not Linux/macOS
+        yield
+        return
+    with path.open("a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def ensure_jars(quiet: bool = True) -> Path:
+    """Return the directory holding the RocketMQ jars, fetching them with Maven the first time."""
+    base = cache_root() / f"rocketmq-{ROCKETMQ_VERSION}"
+    lib = base / "lib"
+    marker = base / ".complete"
+    pom_bytes = POM.read_bytes()
+    # The marker carries the pom's hash, so editing the pom refreshes the cache.
+    digest = hashlib.sha256(pom_bytes).hexdigest()
+
+    def ready() -> bool:
+        try:
+            return lib.is_dir() and marker.read_text(encoding="utf-8").strip() == digest
+        except OSError:
+            return False
+
+    if ready():
+        return lib
+    mvn = find_mvn()
+    base.mkdir(parents=True, exist_ok=True)
+    with _file_lock(base / ".lock"):
+        if ready():
+            return lib
+        partial = base / f"lib.partial-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        cmd = [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={partial}",
+        ]
+        if not quiet:
+            print(
+                f"rmqfast.devcluster: fetching RocketMQ {ROCKETMQ_VERSION} jars into {lib}",
+                file=sys.stderr,
+                flush=True,
+            )
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        if proc.returncode != 0 or not any(partial.glob("rocketmq-broker-*.jar")):
+            shutil.rmtree(partial, ignore_errors=True)
+            out = (proc.stdout + proc.stderr).decode("utf-8", "replace").strip().splitlines()
+            detail = "\n".join(out[-_LOG_TAIL_LINES:])
+            raise DevClusterError(
+                f"mvn dependency:copy-dependencies failed (exit {proc.returncode})"
+                + (f":\n{detail}" if detail else "")
+            )
+        # The marker is written last: a half-finished copy never looks complete.
+        with contextlib.suppress(FileNotFoundError):
+            marker.unlink()
+        shutil.rmtree(lib, ignore_errors=True)
+        partial.rename(lib)
+        marker.write_text(digest + "\n", encoding="utf-8")
+    return lib
+
+
+def java_classpath(lib_dir: Path | None = None) -> str:
+    """Return the `-cp` value for the RocketMQ jars (`<lib>/*`)."""
+    return os.path.join(str(lib_dir or ensure_jars()), "*")
+
+
+def _jvm_props(props: Mapping[str, object] | None) -> list[str]:
+    return [f"-D{k}={_prop_value(v)}" for k, v in (props or {}).items()]
+
+
+def _prop_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def java_command(
+    main: str,
+    args: Sequence[str] = (),
+    *,
+    heap: Sequence[str] = ("-Xms64m", "-Xmx256m"),
+    jvm_props: Mapping[str, object] | None = None,
+    log_file: Path | None = None,
+    rocketmq_home: Path | None = None,
+    user_home: Path | None = None,
+    lib_dir: Path | None = None,
+    java: str | None = None,
+) -> list[str]:
+    """Build a `java` command line for a RocketMQ main class with the JDK 17 flags and logging."""
+    cmd = [java or find_java(), *heap, *JDK17_FLAGS, "-XX:+ExitOnOutOfMemoryError"]
+    if rocketmq_home is not None:
+        cmd.append(f"-Drocketmq.home.dir={rocketmq_home}")
+    if user_home is not None:
+        cmd.append(f"-Duser.home={user_home}")
+    # The shaded logback reads rmq.logback.configurationFile; without it every JVM sharing one
+    # lib/ would pick the Proxy's config from the classpath.
+    cmd.append(f"-Drmq.logback.configurationFile={LOGBACK_XML}")
+    if log_file is not None:
+        cmd.append(f"-Drmqfast.log.file={log_file}")
+    cmd += _jvm_props(jvm_props)
+    cmd += ["-cp", java_classpath(lib_dir), main, *args]
+    return cmd
+
+
+def run_mqadmin(
+    args: Sequence[str],
+    namesrv: str | None = None,
+    *,
+    timeout: float = 120.0,
+    jvm_props: Mapping[str, object] | None = None,
+    rocketmq_home: Path | None = None,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run `mqadmin <args>` (MQAdminStartup, small heap) and return its captured output."""
+    work = cache_root() / "mqadmin"
+    home = rocketmq_home or (work / "home")
+    home.mkdir(parents=True, exist_ok=True)
+    props: dict[str, object] = {}
+    env = dict(os.environ)
+    env["ROCKETMQ_HOME"] = str(home)
+    if namesrv:
+        # The client reads this property when the subcommand has no -n.
+        props["rocketmq.namesrv.addr"] = namesrv
+        env["NAMESRV_ADDR"] = namesrv
+    props.update(jvm_props or {})
+    cmd = java_command(
+        MQADMIN_MAIN,
+        list(args),
+        heap=MQADMIN_HEAP,
+        jvm_props=props,
+        log_file=work / "mqadmin.log",
+        rocketmq_home=home,
+        user_home=work,
+    )
+    try:
+        proc = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise DevClusterError(f"mqadmin {' '.join(args)} timed out after {timeout:g} s") from e
+    if check and proc.returncode != 0:
+        raise DevClusterError(
+            f"mqadmin {' '.join(args)} failed (exit {proc.returncode}): "
+            f"{(proc.stdout + proc.stderr).strip()[-2000:]}"
+        )
+    return proc
+
+
+# ---------------------------------------------------------------------------------------------
+# a minimal remoting client, just enough for GET_BROKER_CLUSTER_INFO
+
+
+def _encode_request(
+    code: int, opaque: int, ext_fields: Mapping[str, str] | None = None, body: bytes = b""
+) -> bytes:
+    header: dict[str, object] = {
+        "code": code,
+        "flag": 0,
+        "language": "PYTHON",
+        "opaque": opaque,
+        "serializeTypeCurrentRPC": "JSON",
+        "version": _REMOTING_VERSION,
+    }
+    if ext_fields:
+        header["extFields"] = dict(ext_fields)
+    raw = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    # Serialize type JSON (0) goes in the high byte of the header-length word.
+    return struct.pack(">iI", 4 + len(raw) + len(body), len(raw)) + raw + body
+
+
+def _decode_rocketmq_header(raw: bytes) -> dict[str, Any]:
+    code, lang, version, opaque, flag = struct.unpack_from(">hbhii", raw, 0)
+    pos = 13
+    (rlen,) = struct.unpack_from(">i", raw, pos)
+    pos += 4
+    remark = raw[pos : pos + rlen].decode("utf-8") if rlen > 0 else None
+    pos += max(rlen, 0)
+    (elen,) = struct.unpack_from(">i", raw, pos)
+    pos += 4
+    end = pos + elen
+    ext: dict[str, str] = {}
+    while pos < end:
+        (klen,) = struct.unpack_from(">h", raw, pos)
+        key = raw[pos + 2 : pos + 2 + klen].decode("utf-8")
+        pos += 2 + klen
+        (vlen,) = struct.unpack_from(">i", raw, pos)
+        ext[key] = raw[pos + 4 : pos + 4 + vlen].decode("utf-8")
+        pos += 4 + vlen
+    header: dict[str, Any] = {
+        "code": code,
+        "language": _LANGUAGES[lang] if 0 <= lang < len(_LANGUAGES) else None,
+        "version": version,
+        "opaque": opaque,
+        "flag": flag,
+        "extFields": ext,
+    }
+    if remark is not None:
+        header["remark"] = remark
+    return header
+
+
+def _decode_frame(frame: bytes) -> tuple[dict[str, Any], bytes]:
+    """Split one frame (without its 4-byte length prefix) into header dict and body."""
+    (word,) = struct.unpack_from(">I", frame, 0)
+    stype, hlen = word >> 24, word & 0xFFFFFF
+    if 4 + hlen > len(frame):
+        raise DevClusterError(f"bad remoting frame: header length {hlen} > frame {len(frame)}")
+    raw, body = frame[4 : 4 + hlen], frame[4 + hlen :]
+    if stype == 0:
+        header = json.loads(raw.decode("utf-8"))
+        if not isinstance(header, dict):
+            raise DevClusterError("bad remoting frame: JSON header is not an object")
+        return header, body
+    if stype == 1:
+        return _decode_rocketmq_header(raw), body
+    raise DevClusterError(f"bad remoting frame: unknown serialize type {stype}")
+
+
+# A JSON string literal, or an unquoted integer object key as fastjson writes for Map<Long, _>.
+_FASTJSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|(?<=[{,])(\s*)(-?\d+)(\s*)(?=:)')
+
+
+def _fastjson_loads(text: str) -> Any:
+    """Parse fastjson output, which may carry unquoted integer keys like `{0:"127.0.0.1:10911"}`."""
+
+    def quote(m: re.Match[str]) -> str:
+        if m.group(2) is None:
+            return m.group(0)
+        return f'{m.group(1)}"{m.group(2)}"{m.group(3)}'
+
+    return json.loads(_FASTJSON_TOKEN.sub(quote, text))
+
+
+def _split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.strip().rpartition(":")
+    return host or LOOPBACK, int(port)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed by peer")
+        buf += chunk
+    return bytes(buf)
+
+
+def _remoting_call(
+    addr: str,
+    code: int,
+    ext_fields: Mapping[str, str] | None = None,
+    body: bytes = b"",
+    timeout: float = 3.0,
+) -> tuple[dict[str, Any], bytes]:
+    opaque = random.randint(1, 2**31 - 1)
+    with socket.create_connection(_split_addr(addr), timeout=timeout) as sock:
+        sock.sendall(_encode_request(code, opaque, ext_fields, body))
+        while True:
+            (length,) = struct.unpack(">i", _recv_exact(sock, 4))
+            if length < 4 or length > _MAX_FRAME:
+                raise DevClusterError(f"bad remoting frame length {length} from {addr}")
+            header, rbody = _decode_frame(_recv_exact(sock, length))
+            # Skip anything that is not the answer to this request (e.g. a server push).
+            if header.get("opaque") == opaque and int(header.get("flag", 0)) & 1:
+                return header, rbody
+
+
+def query_cluster_info(namesrv: str, timeout: float = 3.0) -> dict[str, Any]:
+    """Ask one name server for GET_BROKER_CLUSTER_INFO (106); raises OSError if unreachable."""
+    header, body = _remoting_call(namesrv, GET_BROKER_CLUSTER_INFO, timeout=timeout)
+    if header.get("code") != 0:
+        raise DevClusterError(
+            f"GET_BROKER_CLUSTER_INFO to {namesrv} answered code {header.get('code')}: "
+            f"{header.get('remark')}"
+        )
+    if not body:
+        return {"brokerAddrTable": {}, "clusterAddrTable": {}}
+    info = _fastjson_loads(body.decode("utf-8"))
+    if not isinstance(info, dict):
+        raise DevClusterError(f"GET_BROKER_CLUSTER_INFO from {namesrv}: body is not an object")
+    return info
+
+
+def registered_brokers(namesrv: str, timeout: float = 3.0) -> dict[str, str]:
+    """Return broker name -> master address (brokerId 0) as one name server knows them."""
+    info = query_cluster_info(namesrv, timeout)
+    out: dict[str, str] = {}
+    for name, data in (info.get("brokerAddrTable") or {}).items():
+        addrs = (data.get("brokerAddrs") or {}) if isinstance(data, dict) else {}
+        master = addrs.get("0")
+        if master:
+            out[str(name)] = str(master)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# ports and processes
+
+_reserved_ports: set[int] = set()
+_ports_lock = threading.Lock()
+
+
+def _port_free(port: int) -> bool:
+    if not 1024 <= port <= 65535:
+        return False
+    # The JVMs listen on the wildcard address (dual stack), so test exactly that.
+    families: list[tuple[socket.AddressFamily, str]] = []
+    if socket.has_ipv6:
+        families.append((socket.AF_INET6, "::"))
+    families.append((socket.AF_INET, "0.0.0.0"))
+    for family, host in families:
+        try:
+            s = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue
+        try:
+            if family == socket.AF_INET6:
+                with contextlib.suppress(OSError, AttributeError):
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind((host, port))
+            return True
+        except OSError as e:
+            if family == socket.AF_INET6 and e.errno in (97, 99):  # no IPv6 here
+                continue
+            return False
+        finally:
+            s.close()
+    return False
+
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _pick_port(offsets: Sequence[int] = (0,)) -> int:
+    """Pick a port p such that p+o is free for every offset, below the ephemeral range."""
+    # Staying below the ephemeral range keeps outgoing client connections from taking them.
+    low, high = 20000, max(_ephemeral_low() - 8, 21000)
+    rng = random.Random()
+    with _ports_lock:
+        for _ in range(2000):
+            p = rng.randrange(low + 2, high - 2)
+            ports = [p + o for o in offsets]
+            if any(q in _reserved_ports for q in ports):
+                continue
+            if all(_port_free(q) for q in ports):
+                _reserved_ports.update(ports)
+                return p
+    raise DevClusterError(f"no free ports found in {low}..{high}")
+
+
+def _accepting(port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _proc_state(pid: int) -> str | None:
+    """Return the /proc state letter of pid, None if gone, '?' if /proc is unavailable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "?"
+    return stat.rpartition(")")[2].split()[0]
+
+
+def _pid_running(pid: int, marker: str | None = None) -> bool:
+    """Is pid a live (not zombie) process, and if marker is given, one whose argv holds it."""
+    state = _proc_state(pid)
+    if state is None or state in ("Z", "X"):
+        return False
+    if state == "?":
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    if marker is not None:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        # A recycled pid must never be signalled: check that it still is our JVM.
+        return marker.encode() in argv
+    return True
+
+
+def _rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _pdeathsig_preexec() -> Callable[[], None] | None:
+    # PR_SET_PDEATHSIG fires when the *thread* that forked exits, so only tie children to the
+    # main thread; from other threads the atexit hook is the safety net.
+    if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        # The parent may have died between fork and prctl; then nobody would ever kill us.
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def _broker_name(i: int) -> str:
+    letters = ""
+    i += 1
+    while i > 0:
+        i, r = divmod(i - 1, 26)
+        letters = chr(ord("a") + r) + letters
+    return f"broker-{letters}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _current_pointer() -> Path:
+    env = os.environ.get("RMQFAST_DEVCLUSTER_CURRENT")
+    return Path(env).expanduser() if env else cache_root() / "devcluster-current"
+
+
+def current_dir() -> Path | None:
+    """Return the DIR of the last `up` from the CLI, if it was recorded and still exists."""
+    try:
+        text = _current_pointer().read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return Path(text) if text and Path(text).is_dir() else None
+
+
+def _set_current_dir(path: Path | None) -> None:
+    pointer = _current_pointer()
+    if path is None:
+        with contextlib.suppress(FileNotFoundError):
+            pointer.unlink()
+        return
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(pointer, f"{path}\n")
+
+
+@dataclass
+class _Server:
+    role: str  # namesrv | broker | proxy
+    name: str
+    port: int
+    extra_ports: dict[str, int] = field(default_factory=dict)
+    pid: int | None = None
+    popen: subprocess.Popen[bytes] | None = None
+    launched_at: float = 0.0
+    boot_seconds: float | None = None
+
+    @property
+    def addr(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+
+class DevCluster:
+    """Name servers, brokers of one cluster and optionally RocketMQ's Proxy, all on loopback."""
+
+    def __init__(
+        self,
+        namesrvs: int = 1,
+        brokers: int = 1,
+        proxy: bool = False,
+        dir: str | os.PathLike[str] | None = None,
+        broker_props: Mapping[str, object] | None = None,
+        broker_jvm_props: Mapping[str, object] | None = None,
+        *,
+        namesrv_props: Mapping[str, object] | None = None,
+        proxy_props: Mapping[str, object] | None = None,
+        proxy_jvm_props: Mapping[str, object] | None = None,
+        cluster_name: str = CLUSTER_NAME,
+        timeout: float = 180.0,
+        stop_timeout: float = 60.0,
+        detach: bool = False,
+        keep_dir: bool | None = None,
+        quiet: bool = True,
+    ) -> None:
+        if namesrvs < 1:
+            raise ValueError("namesrvs must be >= 1")
+        if brokers < 0:
+            raise ValueError("brokers must be >= 0")
+        if proxy and brokers < 1:
+            raise ValueError("the Proxy needs at least one broker")
+        self.cluster_name = cluster_name
+        self.timeout = timeout
+        self.stop_timeout = stop_timeout
+        self.broker_props: dict[str, object] = dict(broker_props or {})
+        self.broker_jvm_props: dict[str, object] = dict(broker_jvm_props or {})
+        self.namesrv_props: dict[str, object] = dict(namesrv_props or {})
+        self.proxy_props: dict[str, object] = dict(proxy_props or {})
+        self.proxy_jvm_props: dict[str, object] = dict(proxy_jvm_props or {})
+        self.detach = detach
+        self.quiet = quiet
+        self._want_namesrvs = namesrvs
+        self._want_brokers = brokers
+        self._want_proxy = proxy
+        self._owns_dir = dir is None
+        self._keep_dir = (not self._owns_dir) if keep_dir is None else keep_dir
+        self._dir: Path | None = Path(dir).expanduser().resolve() if dir is not None else None
+        self._lib: Path | None = None
+        self._java: str | None = None
+        self._namesrvs: list[_Server] = []
+        self._brokers: dict[str, _Server] = {}
+        self._proxy: _Server | None = None
+        self._started = False
+
+    # -- public attributes ---------------------------------------------------------------------
+
+    @property
+    def dir(self) -> Path:
+        """The directory holding configs, stores and logs (created on first use)."""
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="rmqfast-devcluster-")).resolve()
+        return self._dir
+
+    @property
+    def lib_dir(self) -> Path:
+        """The directory with the RocketMQ jars (fetched through Maven on first use)."""
+        if self._lib is None:
+            self._lib = ensure_jars(quiet=self.quiet)
+        return self._lib
+
+    def java_classpath(self) -> str:
+        """The `-cp` value for the RocketMQ jars."""
+        return java_classpath(self.lib_dir)
+
+    @property
+    def namesrv_addrs(self) -> list[str]:
+        """Name server addresses, `127.0.0.1:port` each."""
+        return [s.addr for s in self._namesrvs]
+
+    @property
+    def namesrv_addr(self) -> str:
+        """Name server addresses joined with ';', as RocketMQ's namesrvAddr expects."""
+        return ";".join(self.namesrv_addrs)
+
+    @property
+    def brokers(self) -> dict[str, str]:
+        """Broker name -> `127.0.0.1:listenPort`."""
+        return {name: s.addr for name, s in self._brokers.items()}
+
+    @property
+    def proxy_addr(self) -> str | None:
+        """The Proxy's remoting address, or None without a Proxy."""
+        return self._proxy.addr if self._proxy else None
+
+    @property
+    def proxy_grpc_addr(self) -> str | None:
+        """The Proxy's gRPC address, or None without a Proxy."""
+        if self._proxy is None:
+            return None
+        return f"{LOOPBACK}:{self._proxy.extra_ports['grpc']}"
+
+    @property
+    def rocketmq_home(self) -> Path:
+        """The directory passed as rocketmq.home.dir / ROCKETMQ_HOME (conf/ goes below it)."""
+        return self.dir / "home"
+
+    @property
+    def state_file(self) -> Path:
+        """The JSON state file `up` writes and `down`/`status` read."""
+        return self.dir / STATE_FILE
+
+    def broker_ports(self, name: str) -> dict[str, int]:
+        """The ports of one broker: listen, vip (listen-2) and ha (listen+1)."""
+        s = self._brokers[name]
+        return {"listen": s.port, **s.extra_ports}
+
+    def log_file(self, name: str) -> Path:
+        """The logback file of a server (`namesrv-0`, `broker-a`, `proxy`)."""
+        return self.dir / "logs" / f"{name}.log"
+
+    def out_file(self, name: str) -> Path:
+        """The stdout/stderr file of a server."""
+        return self.dir / "logs" / f"{name}.out"
+
+    def pids(self) -> dict[str, int]:
+        """Server name -> pid, for the servers that were launched."""
+        return {s.name: s.pid for s in self._servers() if s.pid is not None}
+
+    # -- context manager -----------------------------------------------------------------------
+
+    def __enter__(self) -> DevCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- start / stop --------------------------------------------------------------------------
+
+    def start(self) -> DevCluster:
+        """Start every server and return once all are ready (within `timeout` seconds)."""
+        if self._started:
+            return self
+        self._java = find_java()
+        _ = self.lib_dir
+        self._check_dir_free()
+        deadline = time.monotonic() + self.timeout
+        for sub in ("home", "logs"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        self._started = True
+        if not self.detach:
+            _LIVE.add(self)
+        try:
+            self._namesrvs = [
+                _Server("namesrv", f"namesrv-{i}", _pick_port()) for i in range(self._want_namesrvs)
+            ]
+            self._start_group(self._namesrvs, deadline)
+            self._brokers = {}
+            for i in range(self._want_brokers):
+                name = _broker_name(i)
+                p = _pick_port((-2, 0, 1))
+                self._brokers[name] = _Server("broker", name, p, {"vip": p - 2, "ha": p + 1})
+            self._start_group(list(self._brokers.values()), deadline)
+            if self._want_proxy:
+                self._proxy = _Server("proxy", "proxy", _pick_port(), {"grpc": _pick_port()})
+                self._start_group([self._proxy], deadline)
+        except BaseException:
+            self.stop()
+            raise
+        self._write_state()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop everything (SIGTERM proxy, brokers, name servers in turn; SIGKILL at deadline)."""
+        grace = self.stop_timeout if timeout is None else timeout
+        errors: list[str] = []
+        groups: list[list[_Server]] = [
+            [self._proxy] if self._proxy else [],
+            list(self._brokers.values()),
+            list(self._namesrvs),
+        ]
+        for group in groups:
+            errors += self._terminate(group, grace)
+        _LIVE.discard(self)
+        self._started = False
+        if self._owns_dir and not self._keep_dir and self._dir is not None and not errors:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        elif self._dir is not None and self.state_file.exists():
+            self._write_state()
+        if errors:
+            raise DevClusterError("; ".join(errors))
+
+    def stop_broker(self, name: str, *, kill: bool = False, wait_unregistered: bool = True) -> None:
+        """Stop one broker (SIGTERM; SIGKILL if kill) and wait until it is deregistered."""
+        srv = self._brokers[name]
+        if kill and srv.pid is not None and self._alive(srv):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(srv.pid, signal.SIGKILL)
+        errors = self._terminate([srv], self.stop_timeout)
+        if errors:
+            raise DevClusterError("; ".join(errors))
+        if wait_unregistered:
+            deadline = time.monotonic() + self.timeout
+            while True:
+                known = [ns for ns in self.namesrv_addrs if name in self._registered_on(ns)]
+                if not known:
+                    break
+                if time.monotonic() > deadline:
+                    raise DevClusterError(
+                        f"{name} still registered on {', '.join(known)} after {self.timeout:g} s"
+                    )
+                time.sleep(2 * _POLL)
+        self._write_state()
+
+    def start_broker(self, name: str) -> None:
+        """Start a stopped broker again with the same ports and store; wait until registered."""
+        srv = self._brokers[name]
+        if self._alive(srv):
+            raise DevClusterError(f"{name} is already running (pid {srv.pid})")
+        srv.boot_seconds = None
+        self._start_group([srv], time.monotonic() + self.timeout, retry_ports=False)
+        self._write_state()
+
+    def mqadmin(
+        self, args: Sequence[str], *, timeout: float = 120.0, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run mqadmin against this cluster's name servers (ROCKETMQ_HOME is the cluster's)."""
+        return run_mqadmin(
+            args,
+            self.namesrv_addr,
+            timeout=timeout,
+            rocketmq_home=self.rocketmq_home,
+            check=check,
+        )
+
+    def status(self) -> list[dict[str, Any]]:
+        """One dict per server: role, name, pid, alive, addr, ports, rss_kib, boot_seconds."""
+        rows: list[dict[str, Any]] = []
+        for s in self._servers():
+            alive = self._alive(s)
+            rows.append(
+                {
+                    "role": s.role,
+                    "name": s.name,
+                    "pid": s.pid,
+                    "alive": alive,
+                    "addr": s.addr,
+                    "ports": {"main": s.port, **s.extra_ports},
+                    "rss_kib": _rss_kib(s.pid) if alive and s.pid else None,
+                    "boot_seconds": s.boot_seconds,
+                }
+            )
+        return rows
+
+    @classmethod
+    def from_state(cls, dir: str | os.PathLike[str]) -> DevCluster:
+        """Attach to a cluster that `up` started in dir (for `down` and `status`)."""
+        path = Path(dir).expanduser().resolve()
+        try:
+            state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DevClusterError(
+                f"no dev cluster state in {path} ({STATE_FILE} missing)"
+            ) from None
+        except (OSError, ValueError) as e:
+            raise DevClusterError(f"cannot read {path / STATE_FILE}: {e}") from None
+        c = cls(
+            namesrvs=max(1, len(state.get("namesrvs", []))),
+            brokers=len(state.get("brokers", {})),
+            proxy=bool(state.get("proxy")),
+            dir=path,
+            cluster_name=state.get("cluster_name", CLUSTER_NAME),
+            detach=True,
+        )
+        c._owns_dir = bool(state.get("owns_dir", False))
+        c._keep_dir = not c._owns_dir
+        lib = state.get("lib_dir")
+        c._lib = Path(lib) if lib else None
+        c._namesrvs = [_server_from_json(d) for d in state.get("namesrvs", [])]
+        c._brokers = {d["name"]: _server_from_json(d) for d in state.get("brokers", {}).values()}
+        c._proxy = _server_from_json(state["proxy"]) if state.get("proxy") else None
+        c._started = any(c._alive(s) for s in c._servers())
+        return c
+
+    def set_keep_dir(self, keep: bool) -> None:
+        """Whether stop() keeps a temporary DIR it created (it is removed by default)."""
+        self._keep_dir = keep
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _servers(self) -> list[_Server]:
+        out = list(self._namesrvs) + list(self._brokers.values())
+        if self._proxy:
+            out.append(self._proxy)
+        return out
+
+    def _marker(self) -> str:
+        return f"-Drmqfast.devcluster.dir={self.dir}"
+
+    def _check_dir_free(self) -> None:
+        if self._dir is None or not self.state_file.exists():
+            return
+        try:
+            other = DevCluster.from_state(self._dir)
+        except DevClusterError:
+            return
+        live = [f"{s.name} pid {s.pid}" for s in other._servers() if other._alive(s)]
+        if live:
+            raise DevClusterError(
+                f"a dev cluster is already running in {self._dir} ({', '.join(live)}); "
+                f"stop it first: python -m rmqfast.devcluster down --dir {self._dir}"
+            )
+
+    def _alive(self, s: _Server) -> bool:
+        if s.popen is not None:
+            return s.popen.poll() is None
+        if s.pid is None:
+            return False
+        return _pid_running(s.pid, self._marker())
+
+    def _log(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"rmqfast.devcluster: {msg}", file=sys.stderr, flush=True)
+
+    def _registered_on(self, namesrv: str) -> dict[str, str]:
+        try:
+            return registered_brokers(namesrv, timeout=2.0)
+        except (OSError, ValueError, struct.error, DevClusterError):
+            return {}
+
+    def _write_conf(self, s: _Server) -> list[str]:
+        """Write the server's config file; return the program arguments pointing at it."""
+        home = self.dir / s.name
+        home.mkdir(parents=True, exist_ok=True)
+        if s.role == "namesrv":
+            props: dict[str, object] = {"listenPort": s.port, **self.namesrv_props}
+            conf = home / "namesrv.properties"
+            conf.write_text(_properties(props), encoding="utf-8")
+            return ["-c", str(conf)]
+        if s.role == "broker":
+            store = home / "store"
+            store.mkdir(exist_ok=True)
+            props = {
+                "brokerClusterName": self.cluster_name,
+                "brokerName": s.name,
+                "brokerId": 0,
+                "brokerRole": "ASYNC_MASTER",
+                "flushDiskType": "ASYNC_FLUSH",
+                "namesrvAddr": self.namesrv_addr,
+                "brokerIP1": LOOPBACK,
+                # The HA address a slave would use; defaults to the NIC's IP otherwise.
+                "brokerIP2": LOOPBACK,
+                "listenPort": s.port,
+                "storePathRootDir": store,
+                "mappedFileSizeCommitLog": 64 * 1024 * 1024,
+                "maxHashSlotNum": 20000,
+                "maxIndexNum": 80000,
+                "diskMaxUsedSpaceRatio": 95,
+                "traceTopicEnable": False,
+                "timerWheelEnable": True,
+                "autoCreateTopicEnable": True,
+                "autoCreateSubscriptionGroup": True,
+                "enablePropertyFilter": True,
+                **self.broker_props,
+            }
+            conf = home / "broker.conf"
+            conf.write_text(_properties(props), encoding="utf-8")
+            return ["-c", str(conf)]
+        cfg: dict[str, object] = {
+            "rocketMQClusterName": self.cluster_name,
+            "namesrvAddr": self.namesrv_addr,
+            "proxyMode": "cluster",
+            "remotingListenPort": s.port,
+            "grpcServerPort": s.extra_ports["grpc"],
+            "localServeAddr": LOOPBACK,
+            "remotingAccessAddr": LOOPBACK,
+            **self.proxy_props,
+        }
+        conf = home / "rmq-proxy.json"
+        conf.write_text(json.dumps(cfg, indent=2, default=str) + "\n", encoding="utf-8")
+        return ["-pc", str(conf), "-pm", "cluster"]
+
+    def _command(self, s: _Server) -> list[str]:
+        args = self._write_conf(s)
+        if s.role == "namesrv":
+            main, heap, jprops = NAMESRV_MAIN, NAMESRV_HEAP, {}
+        elif s.role == "broker":
+            main, heap, jprops = BROKER_MAIN, BROKER_HEAP, self.broker_jvm_props
+        else:
+            main, heap, jprops = PROXY_MAIN, PROXY_HEAP, self.proxy_jvm_props
+        props: dict[str, object] = {"rmqfast.devcluster.dir": self.dir, **jprops}
+        return java_command(
+            main,
+            args,
+            heap=heap,
+            jvm_props=props,
+            log_file=self.log_file(s.name),
+            rocketmq_home=self.rocketmq_home,
+            user_home=self.dir / s.name,
+            lib_dir=self.lib_dir,
+            java=self._java or find_java(),
+        )
+
+    def _launch(self, s: _Server) -> None:
+        cmd = self._command(s)
+        env = dict(os.environ)
+        env["ROCKETMQ_HOME"] = str(self.rocketmq_home)
+        env.pop("NAMESRV_ADDR", None)
+        out = self.out_file(s.name)
+        with out.open("ab") as f:
+            f.write(f"\n=== rmqfast.devcluster launch {time.ctime()}: {cmd!r}\n".encode())
+            f.flush()
+            s.popen = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir / s.name,
+                env=env,
+                start_new_session=True,
+                preexec_fn=None if self.detach else _pdeathsig_preexec(),
+            )
+        s.pid = s.popen.pid
+        s.launched_at = time.monotonic()
+        self._write_state()
+
+    def _out_since_launch(self, s: _Server) -> str:
+        try:
+            text = self.out_file(s.name).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return text.rpartition("=== rmqfast.devcluster launch ")[2]
+
+    def _is_ready(self, s: _Server, registered: Mapping[str, Mapping[str, str]]) -> bool:
+        if s.role == "broker":
+            # Every name server must know it (an empty answer set must not count as "all").
+            known = [registered.get(ns, {}).get(s.name) for ns in self.namesrv_addrs]
+            return all(addr == s.addr for addr in known) and all(
+                _accepting(p) for p in [s.port, *s.extra_ports.values()]
+            )
+        line = NAMESRV_READY if s.role == "namesrv" else PROXY_READY
+        return line in self._out_since_launch(s) and all(
+            _accepting(p) for p in [s.port, *s.extra_ports.values()]
+        )
+
+    def _booted(self, s: _Server) -> bool:
+        return BROKER_READY in self._out_since_launch(s)
+
+    def _failure(self, s: _Server, what: str) -> DevClusterError:
+        parts = [f"{s.name} {what}"]
+        for path in (self.out_file(s.name), self.log_file(s.name)):
+            tail = _tail(path)
+            if tail.strip():
+                parts.append(f"--- last lines of {path}:\n{tail}")
+        return DevClusterError("\n".join(parts))
+
+    def _start_group(
+        self, group: list[_Server], deadline: float, *, retry_ports: bool = True
+    ) -> None:
+        for s in group:
+            self._launch(s)
+        attempts = dict.fromkeys((s.name for s in group), 0)
+        pending = list(group)
+        while pending:
+            registered: dict[str, dict[str, str]] = {}
+            # A broker prints its boot line only after registering; asking the name servers
+            # before that would just fill their logs with connection noise.
+            if any(s.role == "broker" and self._booted(s) for s in pending):
+                registered = {ns: self._registered_on(ns) for ns in self.namesrv_addrs}
+            for s in list(pending):
+                if s.popen is not None and s.popen.poll() is not None:
+                    code = s.popen.returncode
+                    out = self._out_since_launch(s)
+                    if retry_ports and "Address already in use" in out and attempts[s.name] < 3:
+                        # Another program took a port between our check and the JVM's bind.
+                        attempts[s.name] += 1
+                        self._repick_ports(s)
+                        self._launch(s)
+                        continue
+                    raise self._failure(s, f"exited with code {code} during startup")
+                if self._is_ready(s, registered):
+                    s.boot_seconds = round(time.monotonic() - s.launched_at, 2)
+                    self._log(f"{s.name} ready at {s.addr} in {s.boot_seconds:.1f} s")
+                    pending.remove(s)
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                raise self._failure(pending[0], f"not ready before the {self.timeout:g} s deadline")
+            time.sleep(_POLL)
+        self._write_state()
+
+    def _repick_ports(self, s: _Server) -> None:
+        if s.role == "broker":
+            p = _pick_port((-2, 0, 1))
+            s.port, s.extra_ports = p, {"vip": p - 2, "ha": p + 1}
+        elif s.role == "proxy":
+            s.port, s.extra_ports = _pick_port(), {"grpc": _pick_port()}
+        else:
+            s.port = _pick_port()
+
+    def _terminate(self, group: list[_Server], grace: float) -> list[str]:
+        live = [s for s in group if self._alive(s)]
+        for s in live:
+            if s.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(s.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while any(self._alive(s) for s in live) and time.monotonic() < deadline:
+            time.sleep(_POLL)
+        for s in live:
+            if self._alive(s) and s.pid is not None:
+                self._log(f"{s.name} (pid {s.pid}) ignored SIGTERM for {grace:g} s; SIGKILL")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(s.pid, signal.SIGKILL)
+        errors: list[str] = []
+        kill_deadline = time.monotonic() + 15.0
+        for s in live:
+            if s.popen is not None:
+                try:
+                    s.popen.wait(max(0.1, kill_deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    errors.append(f"{s.name} (pid {s.pid}) survived SIGKILL")
+                continue
+            while self._alive(s) and time.monotonic() < kill_deadline:
+                time.sleep(_POLL)
+            if self._alive(s):
+                errors.append(f"{s.name} (pid {s.pid}) survived SIGKILL")
+        for s in group:
+            if not self._alive(s):
+                s.popen = None
+        return errors
+
+    def _write_state(self) -> None:
+        if self._dir is None or not self._dir.is_dir():
+            return
+        state = {
+            "format": 1,
+            "rocketmq_version": ROCKETMQ_VERSION,
+            "dir": str(self.dir),
+            "owns_dir": self._owns_dir,
+            "cluster_name": self.cluster_name,
+            "lib_dir": str(self._lib) if self._lib else None,
+            "namesrv_addr": self.namesrv_addr,
+            "namesrvs": [_server_to_json(s) for s in self._namesrvs],
+            "brokers": {n: _server_to_json(s) for n, s in self._brokers.items()},
+            "proxy": _server_to_json(self._proxy) if self._proxy else None,
+            "proxy_addr": self.proxy_addr,
+        }
+        _write_atomic(self.state_file, json.dumps(state, indent=2) + "\n")
+
+
+def _properties(props: Mapping[str, object]) -> str:
+    return "".join(f"{k}={_prop_value(v)}\n" for k, v in props.items())
+
+
+def _server_to_json(s: _Server) -> dict[str, Any]:
+    return {
+        "role": s.role,
+        "name": s.name,
+        "addr": s.addr,
+        "port": s.port,
+        "extra_ports": dict(s.extra_ports),
+        "pid": s.pid,
+        "boot_seconds": s.boot_seconds,
+    }
+
+
+def _server_from_json(d: Mapping[str, Any]) -> _Server:
+    return _Server(
+        role=str(d["role"]),
+        name=str(d["name"]),
+        port=int(d["port"]),
+        extra_ports={str(k): int(v) for k, v in (d.get("extra_ports") or {}).items()},
+        pid=int(d["pid"]) if d.get("pid") is not None else None,
+        boot_seconds=d.get("boot_seconds"),
+    )
+
+
+_LIVE: set[DevCluster] = set()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    # Last resort for clusters the program forgot to stop; PDEATHSIG covers hard crashes.
+    for cluster in list(_LIVE):
+        with contextlib.suppress(Exception):
+            cluster.stop(timeout=10.0)

@@ -1,0 +1,104 @@
+//! Codec micro-benchmarks: `cargo bench --bench codec` (figures recorded in bench/RESULTS.md).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rmqfast::codec::frame::split;
+use rmqfast::codec::route::TopicRouteData;
+use rmqfast::codec::{
+    FrameView, LanguageCode, RemotingCommand, SerializeType, DEFAULT_MAX_FRAME_SIZE,
+};
+
+/// A SEND_MESSAGE_V2 request as the Java producer sends it, with a 1 KiB body.
+fn send_v2() -> RemotingCommand {
+    let mut c = RemotingCommand::request(310);
+    c.language = LanguageCode::JAVA;
+    c.opaque = 123_456;
+    for (k, v) in [
+        ("a", "benchmark_producer_group"),
+        ("b", "BenchmarkTest"),
+        ("c", "TBW102"),
+        ("d", "4"),
+        ("e", "2"),
+        ("f", "0"),
+        ("g", "1732190000000"),
+        ("h", "0"),
+        (
+            "i",
+            "KEYS\u{1}key-000001\u{2}UNIQ_KEY\u{1}7F0000010B2D18B4AAC2795A6A4C0000\u{2}WAIT\u{1}true\u{2}TAGS\u{1}TagA\u{2}",
+        ),
+        ("j", "0"),
+        ("k", "false"),
+        ("m", "false"),
+        ("n", "broker-a"),
+    ] {
+        c.ext_fields.insert(k.into(), v.into());
+    }
+    c.body = vec![b'x'; 1024];
+    c
+}
+
+const ROUTE: &[u8] = br#"{"brokerDatas":[{"brokerAddrs":{"0":"127.0.0.1:10911","1":"127.0.0.1:10921"},"brokerName":"broker-a","cluster":"DefaultCluster","enableActingMaster":false},{"brokerAddrs":{"0":"127.0.0.1:10931"},"brokerName":"broker-b","cluster":"DefaultCluster","enableActingMaster":false}],"filterServerTable":{},"queueDatas":[{"brokerName":"broker-a","perm":6,"readQueueNums":8,"topicSysFlag":0,"writeQueueNums":8},{"brokerName":"broker-b","perm":6,"readQueueNums":8,"topicSysFlag":0,"writeQueueNums":8}]}"#;
+
+fn frames(c: &mut Criterion) {
+    let cmd = send_v2();
+    for st in [SerializeType::Json, SerializeType::RocketMq] {
+        let frame = cmd.encode(st).unwrap();
+        let name = st.name().to_ascii_lowercase();
+        let mut g = c.benchmark_group(format!("send_v2_1k_{name}"));
+        g.throughput(Throughput::Elements(1));
+        g.bench_function("split_and_view", |b| {
+            b.iter(|| {
+                let f = black_box(&frame[..]);
+                let n = split(f, DEFAULT_MAX_FRAME_SIZE).unwrap().unwrap();
+                black_box(FrameView::parse(&f[..n]).unwrap())
+            })
+        });
+        let view = FrameView::parse(&frame).unwrap();
+        let header_only = {
+            // Decode cost of the header alone: the body copy is measured separately below.
+            let mut h = cmd.clone();
+            h.body.clear();
+            h.encode(st).unwrap()
+        };
+        g.bench_function("decode_header", |b| {
+            b.iter(|| black_box(RemotingCommand::decode(black_box(&header_only)).unwrap()))
+        });
+        g.bench_function("decode_full_frame", |b| {
+            b.iter(|| {
+                black_box(RemotingCommand::decode_with_view(black_box(&frame), &view).unwrap())
+            })
+        });
+        let mut no_body = cmd.clone();
+        no_body.body.clear();
+        g.bench_function("encode_header", |b| {
+            b.iter(|| black_box(black_box(&no_body).encode(st).unwrap()))
+        });
+        g.finish();
+    }
+}
+
+fn route(c: &mut Criterion) {
+    let mut g = c.benchmark_group("topic_route");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("parse", |b| {
+        b.iter(|| black_box(TopicRouteData::from_json(black_box(ROUTE)).unwrap()))
+    });
+    g.bench_function("parse_rewrite_serialize", |b| {
+        b.iter(|| {
+            let mut r = TopicRouteData::from_json(black_box(ROUTE)).unwrap();
+            r.rewrite_broker_addrs(|_, _, addr| {
+                Some(match addr {
+                    "127.0.0.1:10911" => "127.0.0.1:30001".to_string(),
+                    "127.0.0.1:10921" => "127.0.0.1:30002".to_string(),
+                    _ => "127.0.0.1:30003".to_string(),
+                })
+            });
+            black_box(r.to_json())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, frames, route);
+criterion_main!(benches);

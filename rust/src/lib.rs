@@ -1,0 +1,11 @@
+//! rmqfast: the Rust core of the rmqfast Python package.
+//!
+//! `codec` is pure (no I/O): RocketMQ remoting frames, headers, message layouts and route data.
+//! `py` holds the thin PyO3 wrappers exposed to Python as `rmqfast._core`.
+
+pub mod codec;
+pub mod proxy;
+pub mod stats;
+
+#[cfg(feature = "python")]
+mod py;

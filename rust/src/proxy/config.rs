@@ -1,0 +1,311 @@
+//! The proxy's runtime configuration, as validated and handed over by Python (JSON).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+
+/// One upstream RocketMQ cluster: its name servers.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub namesrv: Vec<String>,
+}
+
+/// How a topic is matched to a cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TopicMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+}
+
+/// A topic route rule: the first matching rule names the cluster.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteRule {
+    #[serde(rename = "match")]
+    pub matcher: TopicMatch,
+    pub cluster: String,
+}
+
+fn d_listen() -> String {
+    "127.0.0.1:19876".into()
+}
+fn d_connect_timeout_ms() -> u64 {
+    3_000
+}
+fn d_request_timeout_ms() -> u64 {
+    10_000
+}
+fn d_idle_timeout_s() -> u64 {
+    300
+}
+fn d_max_connections() -> usize {
+    10_000
+}
+fn d_max_frame_size() -> usize {
+    crate::codec::DEFAULT_MAX_FRAME_SIZE
+}
+fn d_route_cache_ttl_s() -> u64 {
+    30
+}
+fn d_drain_timeout_ms() -> u64 {
+    5_000
+}
+fn d_worker_threads() -> usize {
+    2
+}
+fn d_max_buffered_frames() -> usize {
+    1024
+}
+
+/// Everything the Rust data path needs; Python validates field by field before building it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Where clients connect as to a name server.
+    #[serde(default = "d_listen")]
+    pub listen: String,
+    /// Host put into rewritten broker addresses; defaults to the listen host.
+    #[serde(default)]
+    pub advertise_host: Option<String>,
+    /// Host the broker listeners bind; defaults to the listen host.
+    #[serde(default)]
+    pub broker_bind_host: Option<String>,
+    /// First port for broker listeners (one per real broker address); 0 picks free ports.
+    #[serde(default)]
+    pub broker_port_base: u16,
+    pub clusters: Vec<ClusterConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteRule>,
+    /// Cluster for topics no rule matches, and for requests without a topic.
+    #[serde(default)]
+    pub default_cluster: Option<String>,
+    #[serde(default = "d_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time a request may wait for its response (long polls add their own suspend time).
+    #[serde(default = "d_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    #[serde(default = "d_idle_timeout_s")]
+    pub idle_timeout_s: u64,
+    #[serde(default = "d_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "d_max_frame_size")]
+    pub max_frame_size: usize,
+    #[serde(default = "d_route_cache_ttl_s")]
+    pub route_cache_ttl_s: u64,
+    #[serde(default = "d_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+    #[serde(default = "d_worker_threads")]
+    pub worker_threads: usize,
+    /// Frames queued toward one peer before the relay stops reading from the other side.
+    #[serde(default = "d_max_buffered_frames")]
+    pub max_buffered_frames: usize,
+}
+
+impl ProxyConfig {
+    /// Parses and checks the JSON handed over by Python.
+    pub fn from_json(s: &str) -> Result<ProxyConfig, String> {
+        let c: ProxyConfig = serde_json::from_str(s).map_err(|e| format!("proxy config: {e}"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks what serde cannot: references between fields and value ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        self.listen.parse::<SocketAddr>().map_err(|_| {
+            format!(
+                "listen: expected HOST:PORT with an IP host, got {:?}",
+                self.listen
+            )
+        })?;
+        if self.clusters.is_empty() {
+            return Err("clusters: expected at least one cluster with name servers".into());
+        }
+        for (i, c) in self.clusters.iter().enumerate() {
+            if c.namesrv.is_empty() {
+                return Err(format!(
+                    "clusters[{i}].namesrv: expected at least one HOST:PORT"
+                ));
+            }
+            for a in &c.namesrv {
+                if a.rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    return Err(format!(
+                        "clusters[{i}].namesrv: expected HOST:PORT, got {a:?}"
+                    ));
+                }
+            }
+        }
+        let known = |n: &str| self.clusters.iter().any(|c| c.name == n);
+        if let Some(d) = &self.default_cluster {
+            if !known(d) {
+                return Err(format!("default_cluster: no cluster named {d:?}"));
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if !known(&r.cluster) {
+                return Err(format!(
+                    "routes[{i}].cluster: no cluster named {:?}",
+                    r.cluster
+                ));
+            }
+            if let TopicMatch::Regex(re) = &r.matcher {
+                Regex::new(re).map_err(|e| format!("routes[{i}].match.regex: {e}"))?;
+            }
+        }
+        if self.max_frame_size < 1024 {
+            return Err("max_frame_size: expected at least 1024 bytes".into());
+        }
+        if self.worker_threads == 0 {
+            return Err("worker_threads: expected at least 1".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections: expected at least 1".into());
+        }
+        if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            return Err("request_timeout_ms and connect_timeout_ms: expected more than 0".into());
+        }
+        Ok(())
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_s > 0).then(|| Duration::from_secs(self.idle_timeout_s))
+    }
+    pub fn route_cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.route_cache_ttl_s)
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// The host clients are told to connect to for brokers.
+    pub fn advertise_host(&self) -> String {
+        match &self.advertise_host {
+            Some(h) => h.clone(),
+            None => self
+                .listen
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']').to_string())
+                .unwrap_or_else(|| "127.0.0.1".into()),
+        }
+    }
+
+    /// The host broker listeners bind to.
+    pub fn broker_bind_host(&self) -> String {
+        match &self.broker_bind_host {
+            Some(h) => h.clone(),
+            None => self
+                .listen
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']').to_string())
+                .unwrap_or_else(|| "127.0.0.1".into()),
+        }
+    }
+}
+
+/// Compiled topic routing: exact, prefix and regex rules in order, then the default.
+#[derive(Debug)]
+pub struct TopicRouter {
+    rules: Vec<(Matcher, usize)>,
+    default: usize,
+}
+
+#[derive(Debug)]
+enum Matcher {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+impl TopicRouter {
+    /// Builds the router; cluster indexes refer to `config.clusters`.
+    pub fn new(config: &ProxyConfig) -> Result<TopicRouter, String> {
+        let index = |n: &str| config.clusters.iter().position(|c| c.name == n);
+        let mut rules = Vec::new();
+        for (i, r) in config.routes.iter().enumerate() {
+            let cluster = index(&r.cluster)
+                .ok_or_else(|| format!("routes[{i}].cluster: no cluster named {:?}", r.cluster))?;
+            let m = match &r.matcher {
+                TopicMatch::Exact(s) => Matcher::Exact(s.clone()),
+                TopicMatch::Prefix(s) => Matcher::Prefix(s.clone()),
+                TopicMatch::Regex(s) => Matcher::Regex(
+                    Regex::new(s).map_err(|e| format!("routes[{i}].match.regex: {e}"))?,
+                ),
+            };
+            rules.push((m, cluster));
+        }
+        let default = match &config.default_cluster {
+            Some(d) => {
+                index(d).ok_or_else(|| format!("default_cluster: no cluster named {d:?}"))?
+            }
+            None => 0,
+        };
+        Ok(TopicRouter { rules, default })
+    }
+
+    /// Index of the cluster serving `topic`.
+    pub fn cluster_for(&self, topic: &str) -> usize {
+        for (m, c) in &self.rules {
+            let hit = match m {
+                Matcher::Exact(s) => s == topic,
+                Matcher::Prefix(p) => topic.starts_with(p.as_str()),
+                Matcher::Regex(r) => r.is_match(topic),
+            };
+            if hit {
+                return *c;
+            }
+        }
+        self.default
+    }
+
+    /// Index of the default cluster.
+    pub fn default_cluster(&self) -> usize {
+        self.default
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> Result<ProxyConfig, String> {
+        ProxyConfig::from_json(&format!(
+            r#"{{"clusters":[{{"name":"a","namesrv":["127.0.0.1:9876"]}},{{"name":"b","namesrv":["127.0.0.1:9877"]}}]{extra}}}"#
+        ))
+    }
+
+    #[test]
+    fn routes_topics_in_rule_order_then_default() {
+        let c = cfg(r#","default_cluster":"b","routes":[{"match":{"exact":"orders"},"cluster":"a"},{"match":{"prefix":"log_"},"cluster":"a"},{"match":{"regex":"^m[0-9]+$"},"cluster":"a"}]"#).unwrap();
+        let r = TopicRouter::new(&c).unwrap();
+        assert_eq!(r.cluster_for("orders"), 0);
+        assert_eq!(r.cluster_for("orders2"), 1);
+        assert_eq!(r.cluster_for("log_x"), 0);
+        assert_eq!(r.cluster_for("m12"), 0);
+        assert_eq!(r.cluster_for("m12x"), 1);
+        assert_eq!(r.default_cluster(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = cfg(r#","default_cluster":"zz""#).unwrap_err();
+        assert!(e.starts_with("default_cluster:"), "{e}");
+        let e = cfg(r#","routes":[{"match":{"regex":"("},"cluster":"a"}]"#).unwrap_err();
+        assert!(e.starts_with("routes[0].match.regex:"), "{e}");
+        let e = cfg(r#","listen":"nowhere""#).unwrap_err();
+        assert!(e.starts_with("listen:"), "{e}");
+        let e = cfg(r#","bogus":1"#).unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+    }
+}

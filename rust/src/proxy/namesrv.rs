@@ -1,0 +1,372 @@
+//! The name-server face: clients use the proxy as their name server.
+//!
+//! Route lookups (GET_ROUTEINFO_BY_TOPIC) go to the cluster the topic routes to, cluster info
+//! (GET_BROKER_CLUSTER_INFO) is gathered from every cluster, and in both answers every broker
+//! address is replaced by the proxy's listener for that broker. Route answers are cached and
+//! served from the cache while every name server of the cluster is down. Other name-server
+//! requests are relayed to the cluster named by their `topic` field, else the default cluster.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use crate::codec::codes::{request as rc, response as resp};
+use crate::codec::frame::split;
+use crate::codec::route::{ClusterInfo, TopicRouteData};
+use crate::codec::{RemotingCommand, SerializeType};
+use crate::stats::ProxyStats;
+
+use super::relay::{count_local, local_reply, write_frames, LocalReason};
+use super::Shared;
+
+/// A route answer as the proxy last gave it (addresses already rewritten).
+#[derive(Clone)]
+pub(crate) struct CachedAnswer {
+    pub cmd: RemotingCommand,
+    pub at: Instant,
+}
+
+/// Serves one client connection on the name-server listener.
+pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, _permit: OwnedSemaphorePermit) {
+    let stats = shared.stats.clone();
+    ProxyStats::gauge(&stats.c.connections_active, 1);
+    ProxyStats::gauge(&stats.c.connections_namesrv_active, 1);
+    let _ = client.set_nodelay(true);
+    let (mut rd, mut wr) = client.into_split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(shared.config.max_buffered_frames.max(1));
+
+    let wstats = stats.clone();
+    let writer = tokio::spawn(async move {
+        let mut out = Vec::new();
+        while let Some(f) = rx.recv().await {
+            out.push(f);
+            while let Ok(f) = rx.try_recv() {
+                out.push(f);
+            }
+            if !write_frames(&mut wr, &mut out, &wstats.c.bytes_proxy_to_client).await {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut shutdown = shared.shutdown.clone();
+    let idle = shared.config.idle_timeout();
+    'read: loop {
+        let read = rd.read_buf(&mut buf);
+        let n = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            r = async {
+                match idle {
+                    Some(t) => tokio::time::timeout(t, read).await.map_err(|_| ()),
+                    None => Ok(read.await),
+                }
+            } => match r {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => n,
+                Err(()) => {
+                    ProxyStats::add(&stats.c.connections_idle_closed, 1);
+                    break;
+                }
+            },
+        };
+        ProxyStats::add(&stats.c.bytes_client_to_proxy, n as u64);
+        loop {
+            let len = match split(&buf, shared.config.max_frame_size) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(_) => {
+                    ProxyStats::add(&stats.c.request_decoding_error, 1);
+                    break 'read;
+                }
+            };
+            let frame = buf.split_to(len);
+            let cmd = match RemotingCommand::decode(&frame) {
+                Ok(c) => c,
+                Err(_) => {
+                    ProxyStats::add(&stats.c.request_decoding_error, 1);
+                    break 'read;
+                }
+            };
+            if cmd.is_response() {
+                // Name servers send clients no requests, so there is nothing to answer.
+                ProxyStats::add(&stats.c.request_decoding_success, 1);
+                continue;
+            }
+            stats.on_request(cmd.code, cmd.is_oneway());
+            let shared = shared.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let oneway = cmd.is_oneway();
+                let code = cmd.code;
+                let start = Instant::now();
+                if !oneway {
+                    shared.stats.begin(code);
+                }
+                let reply = handle(&shared, cmd).await;
+                if !oneway {
+                    shared.stats.end(code, start.elapsed());
+                }
+                if let Some(reply) = reply {
+                    let _ = tx.send(reply).await;
+                }
+            });
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+    ProxyStats::gauge(&stats.c.connections_active, -1);
+    ProxyStats::gauge(&stats.c.connections_namesrv_active, -1);
+}
+
+/// Answers one request; `None` for oneway requests.
+async fn handle(shared: &Arc<Shared>, cmd: RemotingCommand) -> Option<Bytes> {
+    let opaque = cmd.opaque;
+    let oneway = cmd.is_oneway();
+    let stats = &shared.stats;
+    let result = match cmd.code {
+        rc::GET_ROUTEINFO_BY_TOPIC => route(shared, cmd).await,
+        rc::GET_BROKER_CLUSTER_INFO => cluster_info(shared, cmd).await,
+        _ => relay(shared, cmd).await,
+    };
+    match result {
+        Ok(Some(mut answer)) => {
+            answer.opaque = opaque;
+            stats.on_response(answer.code);
+            let st = answer.serialize_type;
+            let frame = answer
+                .encode(st)
+                .or_else(|_| answer.encode(SerializeType::Json))
+                .ok()?;
+            Some(Bytes::from(frame))
+        }
+        Ok(None) => None,
+        Err(why) if !oneway => {
+            count_local(stats, LocalReason::Unavailable, resp::SYSTEM_ERROR);
+            Some(local_reply(
+                opaque,
+                resp::SYSTEM_ERROR,
+                format!("rmqfast: {why}"),
+            ))
+        }
+        Err(_) => None,
+    }
+}
+
+async fn relay(
+    shared: &Arc<Shared>,
+    cmd: RemotingCommand,
+) -> Result<Option<RemotingCommand>, String> {
+    let cluster = match cmd.ext("topic") {
+        Some(t) => shared.router.cluster_for(t),
+        None => shared.router.default_cluster(),
+    };
+    let client = &shared.namesrvs[cluster];
+    if cmd.is_oneway() {
+        client.oneway(cmd).await?;
+        return Ok(None);
+    }
+    let resp = client
+        .request(cmd, shared.config.request_timeout())
+        .await
+        .map_err(|e| {
+            format!(
+                "no name server of cluster {} answered: {e}",
+                shared.cluster_name(cluster)
+            )
+        })?;
+    Ok(Some(resp))
+}
+
+async fn route(
+    shared: &Arc<Shared>,
+    cmd: RemotingCommand,
+) -> Result<Option<RemotingCommand>, String> {
+    let topic = cmd.ext("topic").unwrap_or("").to_owned();
+    let cluster = shared.router.cluster_for(&topic);
+    let key = format!("{cluster}\u{0}{topic}");
+    let ttl = shared.config.route_cache_ttl();
+    if !ttl.is_zero() {
+        if let Some(hit) = shared.route_cache.lock().unwrap().get(&key) {
+            if hit.at.elapsed() < ttl {
+                return Ok(Some(hit.cmd.clone()));
+            }
+        }
+    }
+    let upstream = shared.namesrvs[cluster]
+        .request(cmd, shared.config.request_timeout())
+        .await;
+    let mut answer = match upstream {
+        Ok(a) => a,
+        Err(e) => {
+            ProxyStats::add(&shared.stats.c.maintenance_failure, 1);
+            let cached = shared.route_cache.lock().unwrap().get(&key).cloned();
+            return match cached {
+                Some(c) => {
+                    ProxyStats::add(&shared.stats.c.route_cache_served, 1);
+                    Ok(Some(c.cmd))
+                }
+                None => Err(format!(
+                    "no name server of cluster {} answered the route lookup for topic {topic:?} \
+                     and no cached route exists: {e}",
+                    shared.cluster_name(cluster)
+                )),
+            };
+        }
+    };
+    if answer.code == resp::SUCCESS {
+        let mut data = TopicRouteData::from_json(&answer.body)
+            .map_err(|e| format!("route for topic {topic:?} from the name server: {e}"))?;
+        let mut real = HashSet::new();
+        data.rewrite_broker_addrs(|_, _, addr| {
+            real.insert(addr.to_owned());
+            None
+        });
+        let mapping = map_brokers(shared, real).await?;
+        data.rewrite_broker_addrs(|_, _, addr| mapping.get(addr).cloned());
+        answer.body = data.to_json();
+        ProxyStats::add(&shared.stats.c.route_rewrite, 1);
+        shared.route_cache.lock().unwrap().insert(
+            key,
+            CachedAnswer {
+                cmd: answer.clone(),
+                at: Instant::now(),
+            },
+        );
+    }
+    Ok(Some(answer))
+}
+
+async fn map_brokers(
+    shared: &Arc<Shared>,
+    real: HashSet<String>,
+) -> Result<HashMap<String, String>, String> {
+    let mut mapping = HashMap::with_capacity(real.len());
+    for addr in real {
+        let proxied = shared.broker_listener(&addr).await?;
+        mapping.insert(addr, proxied);
+    }
+    Ok(mapping)
+}
+
+async fn cluster_info(
+    shared: &Arc<Shared>,
+    cmd: RemotingCommand,
+) -> Result<Option<RemotingCommand>, String> {
+    let key = "\u{0}cluster-info".to_string();
+    let timeout = shared.config.request_timeout();
+    let lookups = shared
+        .namesrvs
+        .iter()
+        .map(|c| c.request(cmd.clone(), timeout));
+    let results = futures_join_all(lookups).await;
+    let mut merged: Option<(RemotingCommand, ClusterInfo)> = None;
+    let mut errors = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(a) if a.code == resp::SUCCESS => {
+                let info = ClusterInfo::from_json(&a.body).map_err(|e| {
+                    format!("cluster info from cluster {}: {e}", shared.cluster_name(i))
+                })?;
+                match &mut merged {
+                    None => merged = Some((a, info)),
+                    Some((_, m)) => merge_cluster_info(m, info),
+                }
+            }
+            Ok(a) => errors.push(format!(
+                "cluster {} answered code {}",
+                shared.cluster_name(i),
+                a.code
+            )),
+            Err(e) => errors.push(format!("cluster {}: {e}", shared.cluster_name(i))),
+        }
+    }
+    let Some((mut answer, mut info)) = merged else {
+        ProxyStats::add(&shared.stats.c.maintenance_failure, 1);
+        let cached = shared.route_cache.lock().unwrap().get(&key).cloned();
+        return match cached {
+            Some(c) => {
+                ProxyStats::add(&shared.stats.c.route_cache_served, 1);
+                Ok(Some(c.cmd))
+            }
+            None => Err(format!(
+                "no cluster answered GET_BROKER_CLUSTER_INFO: {}",
+                errors.join("; ")
+            )),
+        };
+    };
+    let mut real = HashSet::new();
+    info.rewrite_broker_addrs(|_, _, addr| {
+        real.insert(addr.to_owned());
+        None
+    });
+    let mapping = map_brokers(shared, real).await?;
+    info.rewrite_broker_addrs(|_, _, addr| mapping.get(addr).cloned());
+    answer.body = info.to_json();
+    ProxyStats::add(&shared.stats.c.route_rewrite, 1);
+    shared.route_cache.lock().unwrap().insert(
+        key,
+        CachedAnswer {
+            cmd: answer.clone(),
+            at: Instant::now(),
+        },
+    );
+    Ok(Some(answer))
+}
+
+/// Adds another cluster's brokers and cluster membership (the first answer wins on a clash).
+fn merge_cluster_info(into: &mut ClusterInfo, other: ClusterInfo) {
+    for (name, data) in other.broker_addr_table {
+        into.broker_addr_table.entry(name).or_insert(data);
+    }
+    for (cluster, names) in other.cluster_addr_table {
+        let known = into.cluster_addr_table.entry(cluster).or_default();
+        for n in names {
+            if !known.contains(&n) {
+                known.push(n);
+            }
+        }
+    }
+}
+
+/// Awaits every future concurrently, keeping their order.
+async fn futures_join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    let futs: Vec<_> = futs.map(Box::pin).collect();
+    let mut out = Vec::with_capacity(futs.len());
+    // Few clusters: polling them in turn inside one join keeps this dependency-free.
+    let mut pending: Vec<_> = futs.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.extend(results.into_iter().flatten());
+    out
+}

@@ -1,0 +1,165 @@
+//! `rmqfast._core.ProxyServer`: the Rust proxy driven from Python.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::codec::codes::request_name;
+use crate::proxy::{ProxyConfig, ProxyServer};
+use crate::stats::{HistogramSnapshot, ProxyStats, LATENCY_BOUNDS_US, LATENCY_CODES};
+
+/// The proxy's Rust data path; `rmqfast.proxy.Proxy` wraps it.
+#[pyclass(module = "rmqfast._core", name = "ProxyServer")]
+pub struct PyProxyServer {
+    config: ProxyConfig,
+    inner: Mutex<Option<ProxyServer>>,
+    /// Stats of the last server started, readable after it stops.
+    stats: Mutex<Option<std::sync::Arc<ProxyStats>>>,
+}
+
+fn histogram_dict<'py>(py: Python<'py>, h: &HistogramSnapshot) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("bounds_us", LATENCY_BOUNDS_US.to_vec())?;
+    d.set_item("buckets", h.buckets.clone())?;
+    d.set_item("count", h.count)?;
+    d.set_item("sum_us", h.sum_us)?;
+    Ok(d)
+}
+
+/// The stats snapshot as a dict: counters, gauges and latency histograms.
+pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &ProxyStats) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    let counters = PyDict::new(py);
+    for (k, v) in s.c.counters() {
+        counters.set_item(k, v)?;
+    }
+    let gauges = PyDict::new(py);
+    for (k, v) in s.c.gauges() {
+        gauges.set_item(k, v)?;
+    }
+    out.set_item("counters", counters)?;
+    out.set_item("gauges", gauges)?;
+    out.set_item(
+        "request_time",
+        histogram_dict(py, &s.request_time.snapshot())?,
+    )?;
+    let by_code = PyDict::new(py);
+    for (i, h) in s.request_time_by_code.iter().enumerate() {
+        let snap = h.snapshot();
+        if snap.count == 0 {
+            continue;
+        }
+        let name = match LATENCY_CODES.get(i) {
+            Some(&c) => request_name(c)
+                .map(str::to_owned)
+                .unwrap_or_else(|| c.to_string()),
+            None => "OTHER".to_owned(),
+        };
+        by_code.set_item(name, histogram_dict(py, &snap)?)?;
+    }
+    out.set_item("request_time_by_code", by_code)?;
+    Ok(out)
+}
+
+#[pymethods]
+impl PyProxyServer {
+    /// Validates the JSON configuration; nothing is opened until `start`.
+    #[new]
+    fn new(config_json: &str) -> PyResult<Self> {
+        let config = ProxyConfig::from_json(config_json).map_err(PyValueError::new_err)?;
+        Ok(PyProxyServer {
+            config,
+            inner: Mutex::new(None),
+            stats: Mutex::new(None),
+        })
+    }
+
+    /// Opens the name-server listener and starts the data path (raises OSError if it cannot bind).
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        let mut guard = self.inner.lock().unwrap();
+        if guard.as_ref().is_some_and(ProxyServer::is_running) {
+            return Err(PyRuntimeError::new_err("the proxy is already running"));
+        }
+        let config = self.config.clone();
+        let server = py
+            .detach(|| ProxyServer::start(config))
+            .map_err(PyOSError::new_err)?;
+        *self.stats.lock().unwrap() = Some(server.stats_handle());
+        *guard = Some(server);
+        Ok(())
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `timeout` seconds, then closes.
+    #[pyo3(signature = (timeout=5.0))]
+    fn stop(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+        let server = self.inner.lock().unwrap().take();
+        if let Some(mut s) = server {
+            let t = Duration::from_secs_f64(timeout.max(0.0));
+            py.detach(move || s.stop(t));
+        }
+        Ok(())
+    }
+
+    /// Whether the proxy is running.
+    #[getter]
+    fn running(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(ProxyServer::is_running)
+    }
+
+    /// The address clients use as their name server ("host:port").
+    #[getter]
+    fn namesrv_addr(&self) -> PyResult<String> {
+        let guard = self.inner.lock().unwrap();
+        let s = guard
+            .as_ref()
+            .ok_or_else(|| PyRuntimeError::new_err("the proxy is not running"))?;
+        Ok(s.namesrv_addr().to_string())
+    }
+
+    /// Real broker address → the proxy address clients are given for it.
+    fn broker_listeners(&self) -> Vec<(String, String)> {
+        self.inner
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(ProxyServer::broker_listeners)
+            .unwrap_or_default()
+    }
+
+    /// Opens the listener for a real broker address now (normally done by route lookups).
+    fn open_broker(&self, py: Python<'_>, real_addr: &str) -> PyResult<String> {
+        let guard = self.inner.lock().unwrap();
+        let s = guard
+            .as_ref()
+            .ok_or_else(|| PyRuntimeError::new_err("the proxy is not running"))?;
+        py.detach(|| s.open_broker(real_addr))
+            .map_err(PyOSError::new_err)
+    }
+
+    /// A snapshot of every statistic.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let handle = self.stats.lock().unwrap().clone();
+        match handle {
+            Some(s) => stats_dict(py, &s),
+            None => stats_dict(py, &ProxyStats::default()),
+        }
+    }
+}
+
+type NameHelp = (&'static str, &'static str);
+
+/// (name, help) of every proxy counter and gauge, for the Prometheus exposition.
+#[pyfunction]
+pub(crate) fn proxy_stat_names() -> (Vec<NameHelp>, Vec<NameHelp>) {
+    (
+        crate::stats::COUNTER_NAMES.to_vec(),
+        crate::stats::GAUGE_NAMES.to_vec(),
+    )
+}

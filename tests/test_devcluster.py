@@ -1,0 +1,280 @@
+"""rmqfast.devcluster against real RocketMQ servers, plus its small offline helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import rmqfast
+import rmqfast.devcluster as dc
+from rmqfast.devcluster import DevCluster, DevClusterError
+
+# Subprocesses must import the same rmqfast as this test run.
+_PYTHONPATH = os.pathsep.join(
+    p for p in (str(Path(rmqfast.__file__).parent.parent), os.environ.get("PYTHONPATH")) if p
+)
+
+
+def _wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _accepting(addr: str) -> bool:
+    host, _, port = addr.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    # An orphan waiting for init to reap it is dead already.
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
+# -- offline --------------------------------------------------------------------------------
+
+
+def test_fastjson_unquoted_integer_keys() -> None:
+    text = (
+        '{"brokerAddrTable":{"broker-a":{"brokerAddrs":{0:"127.0.0.1:10911",1:"127.0.0.1:10921"},'
+        '"brokerName":"broker-a","cluster":"C"}},"clusterAddrTable":{"C":["broker-a"]},'
+        '"note":"{5:x},7:y"}'
+    )
+    got = dc._fastjson_loads(text)
+    assert got["brokerAddrTable"]["broker-a"]["brokerAddrs"] == {
+        "0": "127.0.0.1:10911",
+        "1": "127.0.0.1:10921",
+    }
+    assert got["note"] == "{5:x},7:y"  # string contents are left alone
+
+
+def test_request_frame_layout() -> None:
+    frame = dc._encode_request(106, 7)
+    length, word = struct.unpack_from(">iI", frame)
+    assert length == len(frame) - 4
+    assert word >> 24 == 0
+    header = json.loads(frame[8 : 8 + (word & 0xFFFFFF)])
+    assert header == {
+        "code": 106,
+        "flag": 0,
+        "language": "PYTHON",
+        "opaque": 7,
+        "serializeTypeCurrentRPC": "JSON",
+        "version": 479,
+    }
+    decoded, body = dc._decode_frame(frame[4:])
+    assert decoded["code"] == 106
+    assert body == b""
+
+
+def test_binary_header_decoding() -> None:
+    ext = b"".join(
+        struct.pack(">h", len(k)) + k + struct.pack(">i", len(v)) + v for k, v in [(b"k", b"v")]
+    )
+    raw = struct.pack(">hbhii", 0, 0, 479, 9, 1) + struct.pack(">i", 2) + b"ok"
+    raw += struct.pack(">i", len(ext)) + ext
+    frame = struct.pack(">I", (1 << 24) | len(raw)) + raw + b"body"
+    header, body = dc._decode_frame(frame)
+    assert header["opaque"] == 9
+    assert header["language"] == "JAVA"
+    assert header["remark"] == "ok"
+    assert header["extFields"] == {"k": "v"}
+    assert body == b"body"
+
+
+def test_missing_java_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_which = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda name, *a, **k: None if name == "java" else real_which(name)
+    )
+    with pytest.raises(DevClusterError) as info:
+        DevCluster().start()
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith("java not found on PATH")
+    assert "openjdk-17-jdk-headless" in msg
+
+
+def test_missing_mvn_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RMQFAST_CACHE", str(tmp_path))  # an empty cache forces a download
+    real_which = shutil.which
+    monkeypatch.setattr(
+        shutil, "which", lambda name, *a, **k: None if name == "mvn" else real_which(name)
+    )
+    with pytest.raises(DevClusterError, match=r"^mvn not found on PATH: install Maven"):
+        dc.ensure_jars()
+
+
+def test_cli_without_java_exits_2(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    env = {**os.environ, "PATH": str(bin_dir), "PYTHONPATH": _PYTHONPATH}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rmqfast.devcluster", "up", "--dir", str(tmp_path / "dc")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: java not found on PATH: install a Java 17 JDK")
+
+
+# -- real servers ---------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_failed_start_reports_log_tail(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(dc, "NAMESRV_MAIN", "org.example.NoSuchMain")
+    cluster = DevCluster(dir=tmp_path / "dc", brokers=0, timeout=60)
+    with pytest.raises(DevClusterError) as info:
+        cluster.start()
+    msg = str(info.value)
+    assert "namesrv-0 exited with code" in msg
+    assert "org.example.NoSuchMain" in msg  # from the JVM's own output
+    assert all(_pid_gone(pid) for pid in cluster.pids().values())
+
+
+@pytest.mark.integration
+def test_cluster_registered(rocketmq: DevCluster) -> None:
+    assert rocketmq.cluster_name == "DefaultCluster"
+    assert set(rocketmq.brokers) == {"broker-a", "broker-b"}
+    assert rocketmq.namesrv_addr == ";".join(rocketmq.namesrv_addrs)
+    assert len(rocketmq.namesrv_addrs) == 1
+    assert rocketmq.proxy_addr is None
+    info = dc.query_cluster_info(rocketmq.namesrv_addrs[0])
+    table = info["brokerAddrTable"]
+    assert set(table) == {"broker-a", "broker-b"}
+    for name, addr in rocketmq.brokers.items():
+        assert table[name]["brokerAddrs"] == {"0": addr}
+        assert table[name]["cluster"] == "DefaultCluster"
+    assert sorted(info["clusterAddrTable"]["DefaultCluster"]) == ["broker-a", "broker-b"]
+
+
+@pytest.mark.integration
+def test_ports_distinct_and_accepting(rocketmq: DevCluster) -> None:
+    ports = [int(a.rpartition(":")[2]) for a in rocketmq.namesrv_addrs]
+    for name, addr in rocketmq.brokers.items():
+        assert addr.startswith("127.0.0.1:")
+        bp = rocketmq.broker_ports(name)
+        listen = int(addr.rpartition(":")[2])
+        assert bp == {"listen": listen, "vip": listen - 2, "ha": listen + 1}
+        ports += bp.values()
+    assert len(set(ports)) == len(ports)
+    for port in ports:
+        assert _accepting(f"127.0.0.1:{port}"), port
+    assert (rocketmq.lib_dir / "rocketmq-broker-5.3.3.jar").is_file()
+    assert rocketmq.java_classpath() == os.path.join(str(rocketmq.lib_dir), "*")
+    for name in ("namesrv-0", "broker-a", "broker-b"):
+        assert rocketmq.log_file(name).is_file()
+        assert rocketmq.log_file(name).is_relative_to(rocketmq.dir)
+
+
+@pytest.mark.integration
+def test_mqadmin_cluster_list(rocketmq: DevCluster) -> None:
+    proc = rocketmq.mqadmin(["clusterList"], check=True)
+    assert "broker-a" in proc.stdout
+    assert "broker-b" in proc.stdout
+    assert "DefaultCluster" in proc.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
+def test_stop_and_start_broker(rocketmq: DevCluster, kill: bool) -> None:
+    ns = rocketmq.namesrv_addrs[0]
+    addr = rocketmq.brokers["broker-b"]
+    old_pid = rocketmq.pids()["broker-b"]
+    rocketmq.stop_broker("broker-b", kill=kill, wait_unregistered=False)
+    assert _pid_gone(old_pid)
+    _wait_for(
+        lambda: "broker-b" not in dc.registered_brokers(ns), 30, "broker-b to be deregistered"
+    )
+    assert "broker-a" in dc.registered_brokers(ns)
+    assert not _accepting(addr)
+
+    rocketmq.start_broker("broker-b")
+    assert rocketmq.brokers["broker-b"] == addr
+    assert rocketmq.pids()["broker-b"] != old_pid
+    assert dc.registered_brokers(ns) == rocketmq.brokers
+    assert _accepting(addr)
+
+
+@pytest.mark.integration
+def test_cli_up_status_down(tmp_path: Path) -> None:
+    work = tmp_path / "dc"
+    env = {
+        **os.environ,
+        "PYTHONPATH": _PYTHONPATH,
+        # Keep the developer's own "last up" pointer untouched.
+        "RMQFAST_DEVCLUSTER_CURRENT": str(tmp_path / "current"),
+    }
+
+    def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "rmqfast.devcluster", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+
+    pids: list[int] = []
+    try:
+        up = cli("up", "--namesrvs", "1", "--brokers", "1", "--dir", str(work), "--quiet")
+        assert up.returncode == 0, up.stderr
+        lines = dict(line.split(" ", 1) for line in up.stdout.splitlines())
+        state = json.loads((work / "devcluster.json").read_text())
+        pids = [s["pid"] for s in state["namesrvs"]] + [b["pid"] for b in state["brokers"].values()]
+        assert lines["namesrv"] == state["namesrvs"][0]["addr"]
+        assert lines["broker"] == f"broker-a {state['brokers']['broker-a']['addr']}"
+        assert lines["dir"] == str(work)
+        assert (tmp_path / "current").read_text().strip() == str(work)
+        assert all(not _pid_gone(p) for p in pids)
+        assert dc.registered_brokers(lines["namesrv"]) == {
+            "broker-a": state["brokers"]["broker-a"]["addr"]
+        }
+
+        status = cli("status")  # no --dir: found through the pointer
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.count(" alive ") == 2
+
+        down = cli("down")
+        assert down.returncode == 0, down.stderr
+        assert all(_pid_gone(p) for p in pids)
+        assert not (tmp_path / "current").exists()
+
+        after = cli("status", "--dir", str(work))
+        assert after.returncode == 1
+        assert after.stdout.count(" dead ") == 2
+    finally:
+        if any(not _pid_gone(p) for p in pids):
+            cli("down", "--dir", str(work), "--timeout", "5")
+            for p in pids:
+                if not _pid_gone(p):
+                    os.kill(p, signal.SIGKILL)

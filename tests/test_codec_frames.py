@@ -66,7 +66,7 @@ def test_view_without_decoding() -> None:
 def test_bad_arguments_name_the_field() -> None:
     with pytest.raises(ValueError, match="language"):
         RemotingCommand(1, language="COBOL")
-    with pytest.raises(TypeError, match=r"ext_fields\['x'\]"):
+    with pytest.raises(TypeError, match=r'ext_fields\["x"\]'):
         RemotingCommand(1, {"x": [1]})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="serialize_type"):
         RemotingCommand(1).encode("xml")

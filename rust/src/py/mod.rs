@@ -275,7 +275,12 @@ impl PyRemotingCommand {
             return Ok(false);
         };
         let other = other.borrow();
-        Ok(self.to_rust(py)? == other.to_rust(py)?)
+        // Equal content is equal whatever header encoding either arrived in.
+        let mut a = self.to_rust(py)?;
+        let mut b = other.to_rust(py)?;
+        a.serialize_type = SerializeType::Json;
+        b.serialize_type = SerializeType::Json;
+        Ok(a == b)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {

@@ -1,0 +1,117 @@
+"""`python -m rmqfast.proxy`: run the RocketMQ-aware proxy."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from rmqfast.proxy import Proxy
+from rmqfast.proxy.config import Cluster, ConfigError, ProxyConfig, load_file, parse_namesrv
+
+_FLAGS: list[tuple[str, str, type, str]] = [
+    ("--listen", "listen", str, "IP:PORT clients use as their name server [127.0.0.1:19876]"),
+    ("--advertise", "advertise_host", str, "host put into broker addresses given to clients "
+     "[the listen host]"),
+    ("--broker-bind", "broker_bind_host", str, "host the per-broker listeners bind [listen host]"),
+    ("--broker-port-base", "broker_port_base", int, "first port of the per-broker listeners; "
+     "0 picks free ports [0]"),
+    ("--admin", "admin", str, "IP:PORT of the admin endpoint (/metrics /stats /ready /live); "
+     "'off' disables it [127.0.0.1:9901]"),
+    ("--default-cluster", "default_cluster", str, "cluster for topics no route matches"),
+    ("--connect-timeout-ms", "connect_timeout_ms", int, "upstream connect timeout [3000]"),
+    ("--request-timeout-ms", "request_timeout_ms", int, "time a request may wait for its "
+     "response before the proxy answers SYSTEM_BUSY; long polls add their own hold [5000]"),
+    ("--idle-timeout-s", "idle_timeout_s", int, "close client connections idle this long; "
+     "0 never [300]"),
+    ("--max-connections", "max_connections", int, "client connections accepted at once [10000]"),
+    ("--max-frame-size", "max_frame_size", int, "largest frame accepted, in bytes [16777216]"),
+    ("--route-cache-ttl-s", "route_cache_ttl_s", int, "answer route lookups from the cache for "
+     "this long; stale routes are still served while every name server is down [5]"),
+    ("--drain-timeout-ms", "drain_timeout_ms", int, "on SIGTERM/SIGINT, wait this long for "
+     "in-flight requests [5000]"),
+    ("--worker-threads", "worker_threads", int, "threads of the Rust data path [2]"),
+    ("--max-buffered-frames", "max_buffered_frames", int, "frames queued toward one peer "
+     "before reading from the other side pauses [1024]"),
+    ("--log-level", "log_level", str, "debug, info, warning or error [info]"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every option is documented in --help."""
+    p = argparse.ArgumentParser(
+        prog="python -m rmqfast.proxy",
+        description="A RocketMQ-protocol-aware TCP proxy. Point any RocketMQ client's name-server "
+        "address at --listen; route lookups are answered with the proxy's own per-broker ports.",
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML config file; flags override it")
+    p.add_argument(
+        "--namesrv",
+        action="append",
+        metavar="HOST:PORT[;HOST:PORT]",
+        help="upstream name server(s) of the (single) cluster; repeat or ';'-join for failover",
+    )
+    for flag, dest, typ, text in _FLAGS:
+        p.add_argument(flag, dest=dest, type=typ, help=text, default=None)
+    p.add_argument(
+        "--check-config", action="store_true", help="validate the configuration and exit"
+    )
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> ProxyConfig:
+    """The file (if any) with the flags applied over it, validated."""
+    cfg = load_file(args.config) if args.config else ProxyConfig()
+    if args.namesrv:
+        cfg.clusters = [c for c in cfg.clusters if c.name != "default"]
+        cfg.clusters.insert(0, Cluster("default", parse_namesrv(list(args.namesrv))))
+    for _flag, dest, _typ, _text in _FLAGS:
+        v = getattr(args, dest)
+        if v is not None:
+            setattr(cfg, dest, None if dest == "admin" and v == "off" else v)
+    return cfg.validate()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the proxy until SIGTERM or SIGINT; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = resolve_config(args)
+    except ConfigError as e:
+        print(f"rmqfast.proxy: config error: {e}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print("config OK")
+        return 0
+    logging.basicConfig(
+        level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger("rmqfast.proxy").info("%s: draining", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        proxy = Proxy(cfg).start()
+    except (OSError, ValueError) as e:
+        print(f"rmqfast.proxy: cannot start: {e}", file=sys.stderr)
+        return 1
+    # Machine-readable lines for scripts (make run, tests) that start the proxy.
+    print(f"rmqfast proxy: namesrv {proxy.namesrv_addr}", flush=True)
+    if proxy.admin_addr:
+        print(f"rmqfast proxy: admin http://{proxy.admin_addr}/metrics", flush=True)
+    while not stop.wait(0.5):
+        pass
+    proxy.stop(cfg.drain_timeout_ms / 1000.0)
+    print("rmqfast proxy: stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Proxy configuration: TOML file and command-line flags, validated field by field."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the field and what was expected."""
+
+
+@dataclass
+class Cluster:
+    """An upstream RocketMQ cluster, known by its name servers."""
+
+    name: str
+    namesrv: list[str]
+
+
+@dataclass
+class TopicRoute:
+    """Topics matching `exact`, `prefix` or `regex` (exactly one) go to `cluster`."""
+
+    cluster: str
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+
+@dataclass
+class ProxyConfig:
+    """Everything `python -m rmqfast.proxy` can be told; see the README for each field."""
+
+    clusters: list[Cluster] = field(default_factory=list)
+    routes: list[TopicRoute] = field(default_factory=list)
+    default_cluster: str | None = None
+    listen: str = "127.0.0.1:19876"
+    advertise_host: str | None = None
+    broker_bind_host: str | None = None
+    broker_port_base: int = 0
+    admin: str | None = "127.0.0.1:9901"
+    connect_timeout_ms: int = 3000
+    request_timeout_ms: int = 5000
+    idle_timeout_s: int = 300
+    max_connections: int = 10000
+    max_frame_size: int = 16 * 1024 * 1024
+    route_cache_ttl_s: int = 5
+    drain_timeout_ms: int = 5000
+    worker_threads: int = 2
+    max_buffered_frames: int = 1024
+    log_level: str = "info"
+
+    def validate(self) -> ProxyConfig:
+        """Checks every field; raises ConfigError naming the first wrong one."""
+        _check_addr("listen", self.listen)
+        if self.admin:
+            _check_addr("admin", self.admin)
+        if not self.clusters:
+            raise ConfigError(
+                "namesrv: expected at least one name server (--namesrv HOST:PORT, "
+                "or `namesrv = [...]` / [[clusters]] in the config file)"
+            )
+        names: set[str] = set()
+        for i, c in enumerate(self.clusters):
+            where = f"clusters[{i}]"
+            if not c.name or not isinstance(c.name, str):
+                raise ConfigError(f"{where}.name: expected a non-empty string")
+            if c.name in names:
+                raise ConfigError(f"{where}.name: cluster {c.name!r} is defined twice")
+            names.add(c.name)
+            if not c.namesrv:
+                raise ConfigError(f"{where}.namesrv: expected at least one HOST:PORT")
+            for a in c.namesrv:
+                _check_addr(f"{where}.namesrv", a, ip_only=False)
+        if self.default_cluster is not None and self.default_cluster not in names:
+            raise ConfigError(
+                f"default_cluster: expected one of {sorted(names)}, got {self.default_cluster!r}"
+            )
+        for i, r in enumerate(self.routes):
+            where = f"routes[{i}]"
+            if r.cluster not in names:
+                raise ConfigError(f"{where}.cluster: expected one of {sorted(names)}, got {r.cluster!r}")
+            given = [k for k in ("exact", "prefix", "regex") if getattr(r, k) is not None]
+            if len(given) != 1:
+                raise ConfigError(f"{where}: expected exactly one of exact, prefix or regex")
+            if r.regex is not None:
+                try:
+                    re.compile(r.regex)
+                except re.error as e:
+                    raise ConfigError(f"{where}.regex: not a valid regular expression: {e}") from e
+        for name, low, high in (
+            ("broker_port_base", 0, 65535),
+            ("connect_timeout_ms", 1, 3_600_000),
+            ("request_timeout_ms", 1, 3_600_000),
+            ("idle_timeout_s", 0, 86_400 * 7),
+            ("max_connections", 1, 10_000_000),
+            ("max_frame_size", 1024, 1 << 30),
+            ("route_cache_ttl_s", 0, 86_400),
+            ("drain_timeout_ms", 0, 3_600_000),
+            ("worker_threads", 1, 256),
+            ("max_buffered_frames", 1, 1 << 20),
+        ):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+                raise ConfigError(f"{name}: expected an integer from {low} to {high}, got {v!r}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"log_level: expected debug, info, warning or error, got {self.log_level!r}"
+            )
+        for name in ("advertise_host", "broker_bind_host"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v or ":" in v.strip("[]") and
+                                  not _is_ipv6(v.strip("[]"))):
+                raise ConfigError(f"{name}: expected a host name or IP address, got {v!r}")
+        return self
+
+    def to_core_json(self) -> str:
+        """The JSON the Rust data path takes."""
+        d: dict[str, Any] = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("admin", "log_level", "routes", "clusters") and v is not None
+        }
+        d["clusters"] = [{"name": c.name, "namesrv": list(c.namesrv)} for c in self.clusters]
+        d["routes"] = [
+            {"match": {k: getattr(r, k)}, "cluster": r.cluster}
+            for r in self.routes
+            for k in ("exact", "prefix", "regex")
+            if getattr(r, k) is not None
+        ]
+        return json.dumps(d)
+
+
+def _is_ipv6(s: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(s), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
+def _check_addr(name: str, value: object, ip_only: bool = True) -> None:
+    expected = "HOST:PORT" if not ip_only else "IP:PORT (e.g. 127.0.0.1:19876)"
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}: expected {expected}, got {value!r}")
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name}: expected {expected}, got {value!r}")
+    if ip_only:
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError as e:
+            raise ConfigError(f"{name}: expected {expected}, got {value!r}") from e
+
+
+def parse_namesrv(value: str | list[str]) -> list[str]:
+    """Name-server lists as RocketMQ writes them ("a:9876;b:9876") or as a list."""
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"namesrv: expected HOST:PORT strings, got {item!r}")
+        out.extend(p.strip() for p in re.split(r"[;,]", item) if p.strip())
+    return out
+
+
+_SCALARS = {f.name for f in fields(ProxyConfig)} - {"clusters", "routes"}
+
+
+def from_mapping(data: Mapping[str, Any], source: str = "config") -> ProxyConfig:
+    """Builds a config from a parsed TOML/JSON document, naming unknown or mistyped keys."""
+    cfg = ProxyConfig()
+    for key, value in data.items():
+        if key == "namesrv":
+            cfg.clusters.append(Cluster("default", parse_namesrv(value)))
+        elif key == "clusters":
+            if not isinstance(value, list):
+                raise ConfigError(f"{source}: clusters: expected an array of tables")
+            for i, c in enumerate(value):
+                if not isinstance(c, Mapping) or set(c) - {"name", "namesrv"}:
+                    raise ConfigError(
+                        f"{source}: clusters[{i}]: expected a table with name and namesrv, got {c!r}"
+                    )
+                cfg.clusters.append(Cluster(str(c.get("name", "")), parse_namesrv(c.get("namesrv", []))))
+        elif key == "routes":
+            if not isinstance(value, list):
+                raise ConfigError(f"{source}: routes: expected an array of tables")
+            for i, r in enumerate(value):
+                allowed = {"cluster", "exact", "prefix", "regex"}
+                if not isinstance(r, Mapping) or set(r) - allowed or "cluster" not in r:
+                    raise ConfigError(
+                        f"{source}: routes[{i}]: expected a table with cluster and one of "
+                        f"exact, prefix or regex, got {r!r}"
+                    )
+                cfg.routes.append(TopicRoute(**{k: r[k] for k in r}))
+        elif key in _SCALARS:
+            default = getattr(ProxyConfig(), key)
+            if isinstance(default, int) and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ConfigError(f"{source}: {key}: expected an integer, got {value!r}")
+            if isinstance(default, str) and not isinstance(value, str):
+                raise ConfigError(f"{source}: {key}: expected a string, got {value!r}")
+            setattr(cfg, key, value)
+        else:
+            raise ConfigError(
+                f"{source}: {key}: unknown setting (expected one of "
+                f"{', '.join(sorted(_SCALARS | {'namesrv', 'clusters', 'routes'}))})"
+            )
+    return cfg
+
+
+def load_file(path: str | Path) -> ProxyConfig:
+    """Reads a TOML config file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"--config: cannot read {p}: {e.strerror}") from e
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from e
+    return from_mapping(data, source=str(p))

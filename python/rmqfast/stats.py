@@ -1,0 +1,119 @@
+"""Live statistics of the proxy and the logger, as dicts and as Prometheus text."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rmqfast import _core
+
+__all__ = ["flatten_proxy_stats", "render_prometheus"]
+
+_COUNTERS, _GAUGES = _core.proxy_stat_names()
+_HELP = dict(_COUNTERS) | dict(_GAUGES)
+
+
+def _histogram_ms(h: Mapping[str, Any]) -> dict[str, Any]:
+    """A Rust histogram snapshot in Envoy's `request_time_ms` terms (cumulative buckets)."""
+    cumulative: dict[str, int] = {}
+    running = 0
+    for bound, n in zip([*h["bounds_us"], None], h["buckets"]):
+        running += n
+        cumulative["+Inf" if bound is None else f"{bound / 1000:g}"] = running
+    return {"count": h["count"], "sum": h["sum_us"] / 1000.0, "buckets": cumulative}
+
+
+def flatten_proxy_stats(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Envoy-named flat stats from the Rust snapshot: counters, gauges, `request_time_ms`."""
+    out: dict[str, Any] = {}
+    out.update(raw["counters"])
+    out.update(raw["gauges"])
+    out["request_time_ms"] = _histogram_ms(raw["request_time"])
+    out["request_time_ms_by_code"] = {
+        code: _histogram_ms(h) for code, h in raw["request_time_by_code"].items()
+    }
+    return out
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _metric_name(prefix: str, name: str, counter: bool) -> str:
+    if name.startswith("bytes_"):
+        return f"{prefix}_{name[len('bytes_'):]}_bytes_total"
+    return f"{prefix}_{name}_total" if counter else f"{prefix}_{name}"
+
+
+def _histogram_lines(
+    name: str, h: Mapping[str, Any], labels: str, lines: list[str]
+) -> None:
+    running = 0
+    sep = "," if labels else ""
+    for bound, n in zip([*h["bounds_us"], None], h["buckets"]):
+        running += n
+        le = "+Inf" if bound is None else f"{bound / 1e6:g}"
+        lines.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {running}')
+    lab = f"{{{labels}}}" if labels else ""
+    lines.append(f"{name}_sum{lab} {h['sum_us'] / 1e6:.6f}")
+    lines.append(f"{name}_count{lab} {h['count']}")
+
+
+def render_prometheus(
+    proxy_raw: Mapping[str, Any] | None = None,
+    logger_stats: Iterable[tuple[str, Mapping[str, Any]]] = (),
+) -> str:
+    """Prometheus text exposition (version 0.0.4) of the given proxy and logger stats."""
+    lines = [
+        "# HELP rmqfast_build_info rmqfast build information.",
+        "# TYPE rmqfast_build_info gauge",
+        f'rmqfast_build_info{{version="{_escape(_core.__version__)}"}} 1',
+    ]
+    if proxy_raw is not None:
+        for name, value in proxy_raw["counters"].items():
+            metric = _metric_name("rmqfast_proxy", name, counter=True)
+            lines.append(f"# HELP {metric} {_HELP.get(name, name)}")
+            lines.append(f"# TYPE {metric} counter")
+            lines.append(f"{metric} {value}")
+        for name, value in proxy_raw["gauges"].items():
+            metric = _metric_name("rmqfast_proxy", name, counter=False)
+            lines.append(f"# HELP {metric} {_HELP.get(name, name)}")
+            lines.append(f"# TYPE {metric} gauge")
+            lines.append(f"{metric} {value}")
+        metric = "rmqfast_proxy_request_time_seconds"
+        lines.append(f"# HELP {metric} Time from a client's request to its response.")
+        lines.append(f"# TYPE {metric} histogram")
+        _histogram_lines(metric, proxy_raw["request_time"], "", lines)
+        metric = "rmqfast_proxy_request_duration_seconds"
+        lines.append(f"# HELP {metric} Time from a client's request to its response, by request code.")
+        lines.append(f"# TYPE {metric} histogram")
+        for code, h in proxy_raw["request_time_by_code"].items():
+            _histogram_lines(metric, h, f'code="{_escape(code)}"', lines)
+    logger_stats = list(logger_stats)
+    if logger_stats:
+        _logger_lines(logger_stats, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _logger_lines(
+    loggers: list[tuple[str, Mapping[str, Any]]], lines: list[str]
+) -> None:
+    """Counters and gauges of every RocketMQLogger, labelled by logger name."""
+    seen: dict[str, list[str]] = {}
+    for name, stats in loggers:
+        label = f'name="{_escape(name)}"'
+        for key, value in stats.items():
+            if isinstance(value, Mapping):
+                for reason, n in value.items():
+                    metric = f"rmqfast_logger_{key}_total"
+                    seen.setdefault(metric, []).append(
+                        f'{metric}{{{label},reason="{_escape(str(reason))}"}} {n}'
+                    )
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                gauge = key.startswith("pending") or key.endswith("_seconds")
+                metric = f"rmqfast_logger_{key}" if gauge else f"rmqfast_logger_{key}_total"
+                seen.setdefault(metric, []).append(f"{metric}{{{label}}} {value}")
+    for metric, samples in seen.items():
+        kind = "counter" if metric.endswith("_total") else "gauge"
+        lines.append(f"# TYPE {metric} {kind}")
+        lines.extend(samples)

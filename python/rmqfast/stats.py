@@ -17,7 +17,7 @@ def _histogram_ms(h: Mapping[str, Any]) -> dict[str, Any]:
     """A Rust histogram snapshot in Envoy's `request_time_ms` terms (cumulative buckets)."""
     cumulative: dict[str, int] = {}
     running = 0
-    for bound, n in zip([*h["bounds_us"], None], h["buckets"]):
+    for bound, n in zip([*h["bounds_us"], None], h["buckets"], strict=True):
         running += n
         cumulative["+Inf" if bound is None else f"{bound / 1000:g}"] = running
     return {"count": h["count"], "sum": h["sum_us"] / 1000.0, "buckets": cumulative}
@@ -41,16 +41,14 @@ def _escape(v: str) -> str:
 
 def _metric_name(prefix: str, name: str, counter: bool) -> str:
     if name.startswith("bytes_"):
-        return f"{prefix}_{name[len('bytes_'):]}_bytes_total"
+        return f"{prefix}_{name[len('bytes_') :]}_bytes_total"
     return f"{prefix}_{name}_total" if counter else f"{prefix}_{name}"
 
 
-def _histogram_lines(
-    name: str, h: Mapping[str, Any], labels: str, lines: list[str]
-) -> None:
+def _histogram_lines(name: str, h: Mapping[str, Any], labels: str, lines: list[str]) -> None:
     running = 0
     sep = "," if labels else ""
-    for bound, n in zip([*h["bounds_us"], None], h["buckets"]):
+    for bound, n in zip([*h["bounds_us"], None], h["buckets"], strict=True):
         running += n
         le = "+Inf" if bound is None else f"{bound / 1e6:g}"
         lines.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {running}')
@@ -85,7 +83,9 @@ def render_prometheus(
         lines.append(f"# TYPE {metric} histogram")
         _histogram_lines(metric, proxy_raw["request_time"], "", lines)
         metric = "rmqfast_proxy_request_duration_seconds"
-        lines.append(f"# HELP {metric} Time from a client's request to its response, by request code.")
+        lines.append(
+            f"# HELP {metric} Time from a client's request to its response, by request code."
+        )
         lines.append(f"# TYPE {metric} histogram")
         for code, h in proxy_raw["request_time_by_code"].items():
             _histogram_lines(metric, h, f'code="{_escape(code)}"', lines)
@@ -95,9 +95,7 @@ def render_prometheus(
     return "\n".join(lines) + "\n"
 
 
-def _logger_lines(
-    loggers: list[tuple[str, Mapping[str, Any]]], lines: list[str]
-) -> None:
+def _logger_lines(loggers: list[tuple[str, Mapping[str, Any]]], lines: list[str]) -> None:
     """Counters and gauges of every RocketMQLogger, labelled by logger name."""
     seen: dict[str, list[str]] = {}
     for name, stats in loggers:

@@ -1,6 +1,16 @@
 """A local RocketMQ (name servers, brokers, Proxy) started from Maven Central jars.
 
-`python -m rmqfast.devcluster up|down|status` for a shell, `DevCluster` for Python and tests.
+Shell: `python -m rmqfast.devcluster up [--namesrvs N] [--brokers M] [--proxy] [--dir DIR]`,
+then `status`, `stop-broker NAME`, `start-broker NAME`, `mqadmin ARGS...` and `down`.
+
+Python::
+
+    with DevCluster(namesrvs=1, brokers=2, proxy=True) as c:
+        c.namesrv_addr, c.brokers, c.proxy_addr
+
+The jars come from `pom.xml` next to this file (`ensure_jars`), cached under $RMQFAST_CACHE or
+~/.cache/rmqfast. Every server runs on 127.0.0.1 with free ports; configs, stores and logs
+(`logs/<name>.log` from logback, `logs/<name>.out` for stdout/stderr) live under the cluster DIR.
 """
 
 from __future__ import annotations
@@ -217,8 +227,10 @@ def ensure_jars(quiet: bool = True) -> Path:
     with _file_lock(base / ".lock"):
         if ready():
             return lib
+        # Leftovers of interrupted downloads; holding the lock, nobody else is writing them.
+        for stale in base.glob("lib.partial-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         partial = base / f"lib.partial-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
         cmd = [
             mvn,
             "-B",
@@ -309,7 +321,8 @@ def run_mqadmin(
     work = cache_root() / "mqadmin"
     home = rocketmq_home or (work / "home")
     home.mkdir(parents=True, exist_ok=True)
-    props: dict[str, object] = {}
+    (work / "tmp").mkdir(exist_ok=True)
+    props: dict[str, object] = {"java.io.tmpdir": work / "tmp"}
     env = dict(os.environ)
     env["ROCKETMQ_HOME"] = str(home)
     if namesrv:
@@ -952,11 +965,17 @@ class DevCluster:
             ) from None
         except (OSError, ValueError) as e:
             raise DevClusterError(f"cannot read {path / STATE_FILE}: {e}") from None
+        props = state.get("props") or {}
         c = cls(
             namesrvs=max(1, len(state.get("namesrvs", []))),
             brokers=len(state.get("brokers", {})),
             proxy=bool(state.get("proxy")),
             dir=path,
+            broker_props=props.get("broker"),
+            broker_jvm_props=props.get("broker_jvm"),
+            namesrv_props=props.get("namesrv"),
+            proxy_props=props.get("proxy"),
+            proxy_jvm_props=props.get("proxy_jvm"),
             cluster_name=state.get("cluster_name", CLUSTER_NAME),
             detach=True,
         )
@@ -1076,7 +1095,15 @@ class DevCluster:
             main, heap, jprops = BROKER_MAIN, BROKER_HEAP, self.broker_jvm_props
         else:
             main, heap, jprops = PROXY_MAIN, PROXY_HEAP, self.proxy_jvm_props
-        props: dict[str, object] = {"rmqfast.devcluster.dir": self.dir, **jprops}
+        tmp = self.dir / s.name / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        # java.io.tmpdir gets netty's native libraries and the self-signed TLS key/cert pair that
+        # brokers and the Proxy create at every start; keep them out of /tmp.
+        props: dict[str, object] = {
+            "rmqfast.devcluster.dir": self.dir,
+            "java.io.tmpdir": tmp,
+            **jprops,
+        }
         return java_command(
             main,
             args,
@@ -1123,9 +1150,9 @@ class DevCluster:
         if s.role == "broker":
             # Every name server must know it (an empty answer set must not count as "all").
             known = [registered.get(ns, {}).get(s.name) for ns in self.namesrv_addrs]
-            return all(addr == s.addr for addr in known) and all(
-                _accepting(p) for p in [s.port, *s.extra_ports.values()]
-            )
+            # Only the main port is probed: a connection to the HA port looks like a slave to
+            # the broker and makes it log errors; VIP and HA are bound before registration.
+            return all(addr == s.addr for addr in known) and _accepting(s.port)
         line = NAMESRV_READY if s.role == "namesrv" else PROXY_READY
         return line in self._out_since_launch(s) and all(
             _accepting(p) for p in [s.port, *s.extra_ports.values()]
@@ -1233,8 +1260,28 @@ class DevCluster:
             "brokers": {n: _server_to_json(s) for n, s in self._brokers.items()},
             "proxy": _server_to_json(self._proxy) if self._proxy else None,
             "proxy_addr": self.proxy_addr,
+            # Kept so that a broker restarted through from_state() gets the same config.
+            "props": {
+                "broker": _str_props(self.broker_props),
+                "broker_jvm": _str_props(self.broker_jvm_props),
+                "namesrv": _str_props(self.namesrv_props),
+                "proxy": {k: v for k, v in self.proxy_props.items() if _jsonable(v)},
+                "proxy_jvm": _str_props(self.proxy_jvm_props),
+            },
         }
         _write_atomic(self.state_file, json.dumps(state, indent=2) + "\n")
+
+
+def _str_props(props: Mapping[str, object]) -> dict[str, str]:
+    return {k: _prop_value(v) for k, v in props.items()}
+
+
+def _jsonable(value: object) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _properties(props: Mapping[str, object]) -> str:

@@ -67,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--dir", type=Path, help="the cluster's DIR (default: the last `up`)")
     status.add_argument("--json", action="store_true", help="print JSON")
 
+    for verb in ("stop-broker", "start-broker"):
+        b = sub.add_parser(verb, help=f"{verb.split('-')[0]} one broker of the cluster")
+        b.add_argument("name", help="broker name, e.g. broker-a")
+        b.add_argument("--dir", type=Path, help="the cluster's DIR (default: the last `up`)")
+        if verb == "stop-broker":
+            b.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
+
     sub.add_parser("jars", help="fetch the RocketMQ jars if needed and print their directory")
 
     mq = sub.add_parser("mqadmin", help="run mqadmin against the cluster")
@@ -154,6 +161,19 @@ def _cmd_status(a: argparse.Namespace) -> int:
     return 0 if rows and all(r["alive"] for r in rows) else 1
 
 
+def _cmd_broker(a: argparse.Namespace) -> int:
+    cluster = DevCluster.from_state(_resolve_dir(a.dir))
+    if a.name not in cluster.brokers:
+        raise DevClusterError(f"no broker {a.name!r}; brokers: {', '.join(cluster.brokers)}")
+    if a.command == "stop-broker":
+        cluster.stop_broker(a.name, kill=a.kill)
+        print(f"stopped {a.name}")
+    else:
+        cluster.start_broker(a.name)
+        print(f"broker {a.name} {cluster.brokers[a.name]}")
+    return 0
+
+
 def _cmd_mqadmin(a: argparse.Namespace) -> int:
     cluster = DevCluster.from_state(_resolve_dir(a.dir))
     args = a.args[1:] if a.args[:1] == ["--"] else list(a.args)
@@ -173,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_down(a)
         if a.command == "status":
             return _cmd_status(a)
+        if a.command in ("stop-broker", "start-broker"):
+            return _cmd_broker(a)
         if a.command == "jars":
             print(ensure_jars(quiet=False))
             return 0

@@ -14,28 +14,63 @@ from rmqfast.proxy.config import Cluster, ConfigError, ProxyConfig, load_file, p
 
 _FLAGS: list[tuple[str, str, type, str]] = [
     ("--listen", "listen", str, "IP:PORT clients use as their name server [127.0.0.1:19876]"),
-    ("--advertise", "advertise_host", str, "host put into broker addresses given to clients "
-     "[the listen host]"),
+    (
+        "--advertise",
+        "advertise_host",
+        str,
+        "host put into broker addresses given to clients [the listen host]",
+    ),
     ("--broker-bind", "broker_bind_host", str, "host the per-broker listeners bind [listen host]"),
-    ("--broker-port-base", "broker_port_base", int, "first port of the per-broker listeners; "
-     "0 picks free ports [0]"),
-    ("--admin", "admin", str, "IP:PORT of the admin endpoint (/metrics /stats /ready /live); "
-     "'off' disables it [127.0.0.1:9901]"),
+    (
+        "--broker-port-base",
+        "broker_port_base",
+        int,
+        "first port of the per-broker listeners; 0 picks free ports [0]",
+    ),
+    (
+        "--admin",
+        "admin",
+        str,
+        "IP:PORT of the admin endpoint (/metrics /stats /ready /live); "
+        "'off' disables it [127.0.0.1:9901]",
+    ),
     ("--default-cluster", "default_cluster", str, "cluster for topics no route matches"),
     ("--connect-timeout-ms", "connect_timeout_ms", int, "upstream connect timeout [3000]"),
-    ("--request-timeout-ms", "request_timeout_ms", int, "time a request may wait for its "
-     "response before the proxy answers SYSTEM_BUSY; long polls add their own hold [5000]"),
-    ("--idle-timeout-s", "idle_timeout_s", int, "close client connections idle this long; "
-     "0 never [300]"),
+    (
+        "--request-timeout-ms",
+        "request_timeout_ms",
+        int,
+        "time a request may wait for its "
+        "response before the proxy answers SYSTEM_BUSY; long polls add their own hold [5000]",
+    ),
+    (
+        "--idle-timeout-s",
+        "idle_timeout_s",
+        int,
+        "close client connections idle this long; 0 never [300]",
+    ),
     ("--max-connections", "max_connections", int, "client connections accepted at once [10000]"),
     ("--max-frame-size", "max_frame_size", int, "largest frame accepted, in bytes [16777216]"),
-    ("--route-cache-ttl-s", "route_cache_ttl_s", int, "answer route lookups from the cache for "
-     "this long; stale routes are still served while every name server is down [5]"),
-    ("--drain-timeout-ms", "drain_timeout_ms", int, "on SIGTERM/SIGINT, wait this long for "
-     "in-flight requests [5000]"),
+    (
+        "--route-cache-ttl-s",
+        "route_cache_ttl_s",
+        int,
+        "answer route lookups from the cache for "
+        "this long; stale routes are still served while every name server is down [5]",
+    ),
+    (
+        "--drain-timeout-ms",
+        "drain_timeout_ms",
+        int,
+        "on SIGTERM/SIGINT, wait this long for in-flight requests [5000]",
+    ),
     ("--worker-threads", "worker_threads", int, "threads of the Rust data path [2]"),
-    ("--max-buffered-frames", "max_buffered_frames", int, "frames queued toward one peer "
-     "before reading from the other side pauses [1024]"),
+    (
+        "--max-buffered-frames",
+        "max_buffered_frames",
+        int,
+        "frames queued toward one peer before reading from the other side pauses [1024]",
+    ),
     ("--log-level", "log_level", str, "debug, info, warning or error [info]"),
 ]
 

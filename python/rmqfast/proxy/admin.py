@@ -60,7 +60,8 @@ class AdminServer:
     def addr(self) -> str:
         """The bound host:port."""
         host, port = self._httpd.server_address[:2]
-        return f"{host}:{port}"
+        host_s = host.decode() if isinstance(host, bytes) else str(host)
+        return f"{host_s}:{port}"
 
     def start(self) -> None:
         """Serves in the background."""

@@ -91,7 +91,9 @@ class ProxyConfig:
         for i, r in enumerate(self.routes):
             where = f"routes[{i}]"
             if r.cluster not in names:
-                raise ConfigError(f"{where}.cluster: expected one of {sorted(names)}, got {r.cluster!r}")
+                raise ConfigError(
+                    f"{where}.cluster: expected one of {sorted(names)}, got {r.cluster!r}"
+                )
             given = [k for k in ("exact", "prefix", "regex") if getattr(r, k) is not None]
             if len(given) != 1:
                 raise ConfigError(f"{where}: expected exactly one of exact, prefix or regex")
@@ -121,8 +123,8 @@ class ProxyConfig:
             )
         for name in ("advertise_host", "broker_bind_host"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, str) or not v or ":" in v.strip("[]") and
-                                  not _is_ipv6(v.strip("[]"))):
+            bad_colon = isinstance(v, str) and ":" in v.strip("[]") and not _is_ipv6(v.strip("[]"))
+            if v is not None and (not isinstance(v, str) or not v or bad_colon):
                 raise ConfigError(f"{name}: expected a host name or IP address, got {v!r}")
         return self
 
@@ -190,9 +192,12 @@ def from_mapping(data: Mapping[str, Any], source: str = "config") -> ProxyConfig
             for i, c in enumerate(value):
                 if not isinstance(c, Mapping) or set(c) - {"name", "namesrv"}:
                     raise ConfigError(
-                        f"{source}: clusters[{i}]: expected a table with name and namesrv, got {c!r}"
+                        f"{source}: clusters[{i}]: expected a table with name and namesrv, "
+                        f"got {c!r}"
                     )
-                cfg.clusters.append(Cluster(str(c.get("name", "")), parse_namesrv(c.get("namesrv", []))))
+                cfg.clusters.append(
+                    Cluster(str(c.get("name", "")), parse_namesrv(c.get("namesrv", [])))
+                )
         elif key == "routes":
             if not isinstance(value, list):
                 raise ConfigError(f"{source}: routes: expected an array of tables")

@@ -1,13 +1,11 @@
 //! `RemotingCommand`: full decode and encode of JSON and ROCKETMQ binary headers.
 
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
-
-use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
+use std::fmt::Write as _;
 
 use super::error::{FrameError, FrameErrorKind};
 use super::frame::{FrameView, FLAG_ONEWAY, FLAG_RESPONSE, PRELUDE_LEN};
+use super::json::Scanner;
 
 /// The header encoding named by the high byte of the header-length word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -180,126 +178,86 @@ impl RemotingCommand {
 // ---------------------------------------------------------------------------------------------
 // JSON headers
 
-#[derive(Deserialize)]
-struct JsonHeader {
-    code: Option<i32>,
-    #[serde(default)]
-    language: Option<String>,
-    #[serde(default)]
-    version: Option<i32>,
-    #[serde(default)]
-    opaque: Option<i32>,
-    #[serde(default)]
-    flag: Option<i32>,
-    #[serde(default)]
-    remark: Option<String>,
-    #[serde(default, rename = "extFields")]
-    ext_fields: Option<ExtFields>,
-}
-
-/// extFields values as strings; other SDKs send numbers and booleans, which Java accepts too.
-struct ExtFields(BTreeMap<String, String>);
-
-impl<'de> Deserialize<'de> for ExtFields {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ExtFields;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object of string values")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExtFields, A::Error> {
-                let mut out = BTreeMap::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    if let Some(value) = map.next_value::<ScalarString>()?.0 {
-                        out.insert(key, value);
-                    }
-                }
-                Ok(ExtFields(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-struct ScalarString(Option<String>);
-
-impl<'de> Deserialize<'de> for ScalarString {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ScalarString;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string, number, boolean or null")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ScalarString, E> {
-                Ok(ScalarString(Some(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<ScalarString, E> {
-                Ok(ScalarString(Some(v)))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ScalarString, E> {
-                Ok(ScalarString(Some(v.to_string())))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ScalarString, E> {
-                Ok(ScalarString(Some(v.to_string())))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ScalarString, E> {
-                Ok(ScalarString(Some(v.to_string())))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ScalarString, E> {
-                Ok(ScalarString(Some(v.to_string())))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<ScalarString, E> {
-                Ok(ScalarString(None))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// Byte offset within the header of serde_json's line/column position.
-fn json_offset(header: &[u8], line: usize, column: usize) -> usize {
-    let mut line_start = 0;
-    for _ in 1..line {
-        match memchr::memchr(b'\n', &header[line_start..]) {
-            Some(i) => line_start += i + 1,
-            None => break,
-        }
-    }
-    (line_start + column.saturating_sub(1)).min(header.len())
-}
-
 fn decode_json_header(header: &[u8]) -> Result<RemotingCommand, FrameError> {
-    let h: JsonHeader = serde_json::from_slice(header).map_err(|e| {
-        let at = json_offset(header, e.line(), e.column());
-        FrameError::new(
-            PRELUDE_LEN + at,
-            FrameErrorKind::MalformedJson(e.to_string()),
-        )
-    })?;
-    let code = h.code.ok_or_else(|| {
+    let mut s = Scanner::new(header);
+    let mut cmd = RemotingCommand {
+        serialize_type: SerializeType::Json,
+        ..Default::default()
+    };
+    let mut code = None;
+    s.ws();
+    s.expect(b'{', "'{' opening the JSON header")?;
+    s.ws();
+    if s.peek() == Some(b'}') {
+        s.pos += 1;
+    } else {
+        loop {
+            s.ws();
+            let key = s.string()?;
+            s.ws();
+            s.expect(b':', "':' after an object key")?;
+            s.ws();
+            let is_null = s.h[s.pos..].starts_with(b"null");
+            match key.as_ref() {
+                _ if is_null => s.pos += 4,
+                "code" => code = Some(s.int("an integer value for \"code\"")?),
+                "flag" => cmd.flag = s.int("an integer value for \"flag\"")?,
+                "opaque" => cmd.opaque = s.int("an integer value for \"opaque\"")?,
+                "version" => cmd.version = s.int("an integer value for \"version\"")?,
+                "language" => {
+                    let name = s.string()?;
+                    // Java decodes an unknown name as null; keep what we can say about it.
+                    cmd.language = LanguageCode::from_name(&name).unwrap_or(LanguageCode::OTHER);
+                }
+                "remark" => cmd.remark = Some(s.string()?.into_owned()),
+                "extFields" => decode_ext_fields(&mut s, &mut cmd.ext_fields)?,
+                _ => s.skip_value(0)?,
+            }
+            s.ws();
+            match s.next() {
+                Some(b',') => continue,
+                Some(b'}') => break,
+                _ => return Err(s.err_back("',' or '}' after a value")),
+            }
+        }
+    }
+    s.end()?;
+    cmd.code = code.ok_or_else(|| {
         FrameError::new(
             PRELUDE_LEN,
             FrameErrorKind::MalformedJson("missing field \"code\"".into()),
         )
     })?;
-    let language = match h.language.as_deref() {
-        None => LanguageCode::JAVA,
-        // Java decodes an unknown name as null; keep what we can say about it.
-        Some(name) => LanguageCode::from_name(name).unwrap_or(LanguageCode::OTHER),
-    };
-    Ok(RemotingCommand {
-        code,
-        language,
-        version: h.version.unwrap_or(0),
-        opaque: h.opaque.unwrap_or(0),
-        flag: h.flag.unwrap_or(0),
-        remark: h.remark,
-        ext_fields: h.ext_fields.map(|e| e.0).unwrap_or_default(),
-        body: Vec::new(),
-        serialize_type: SerializeType::Json,
-    })
+    Ok(cmd)
+}
+
+/// extFields values as strings; other SDKs send numbers and booleans, which Java accepts too.
+fn decode_ext_fields(
+    s: &mut Scanner<'_>,
+    out: &mut BTreeMap<String, String>,
+) -> Result<(), FrameError> {
+    s.expect(b'{', "'{' opening extFields")?;
+    s.ws();
+    if s.peek() == Some(b'}') {
+        s.pos += 1;
+        return Ok(());
+    }
+    loop {
+        s.ws();
+        let key = s.string()?;
+        s.ws();
+        s.expect(b':', "':' after an extFields key")?;
+        s.ws();
+        if let Some(v) = s.scalar_text("a string, number, boolean or null extFields value")? {
+            out.insert(key.into_owned(), v.into_owned());
+        }
+        s.ws();
+        match s.next() {
+            Some(b',') => continue,
+            Some(b'}') => return Ok(()),
+            _ => return Err(s.err_back("',' or '}' in extFields")),
+        }
+    }
 }
 
 /// The view's fallback when a key carries escapes: decode fully, keep three fields.

@@ -5,9 +5,8 @@
 
 use std::ops::Range;
 
-use memchr::memchr2;
-
 use super::error::{FrameError, FrameErrorKind};
+use super::json::{self, Scanner};
 use super::SerializeType;
 
 /// Apache RocketMQ's default limit (`com.rocketmq.remoting.frameMaxLength`): 16 MiB, prefix included.
@@ -178,10 +177,14 @@ fn peek_binary(h: &[u8]) -> Result<(i32, i32, i32), FrameError> {
     Ok((code, flag, opaque))
 }
 
-/// Finds the top-level `code`, `flag` and `opaque` of a JSON header in one forward pass,
-/// skipping every other value (extFields included) without allocating.
+/// Finds the top-level `code`, `flag` and `opaque` of a JSON header without decoding it:
+/// first from the tail where fastjson puts them, else in one forward pass that skips every
+/// other value (extFields included) without allocating.
 fn peek_json(h: &[u8]) -> Result<(i32, i32, i32), FrameError> {
-    let mut s = Scanner { h, pos: 0 };
+    if let Some(found) = json::peek_tail(h) {
+        return Ok(found);
+    }
+    let mut s = Scanner::new(h);
     let (mut code, mut flag, mut opaque) = (None, 0i32, 0i32);
     s.ws();
     s.expect(b'{', "'{' opening the JSON header")?;
@@ -218,167 +221,6 @@ fn peek_json(h: &[u8]) -> Result<(i32, i32, i32), FrameError> {
             PRELUDE_LEN,
             FrameErrorKind::MalformedJson("missing field \"code\"".into()),
         )),
-    }
-}
-
-struct Scanner<'a> {
-    h: &'a [u8],
-    pos: usize,
-}
-
-/// Nesting beyond this is not a RocketMQ header; refusing it bounds the scan's work.
-const MAX_DEPTH: usize = 64;
-
-impl<'a> Scanner<'a> {
-    #[inline]
-    fn peek(&self) -> Option<u8> {
-        self.h.get(self.pos).copied()
-    }
-
-    #[inline]
-    fn next(&mut self) -> Option<u8> {
-        let b = self.peek();
-        self.pos += 1;
-        b
-    }
-
-    #[inline]
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
-            self.pos += 1;
-        }
-    }
-
-    fn err(&self, expected: &str) -> FrameError {
-        let found = match self.peek() {
-            Some(b) => format!("found {:?}", b as char),
-            None => "found the end of the header".to_string(),
-        };
-        FrameError::new(
-            PRELUDE_LEN + self.pos.min(self.h.len()),
-            FrameErrorKind::MalformedJson(format!("expected {expected}, {found}")),
-        )
-    }
-
-    fn err_back(&mut self, expected: &str) -> FrameError {
-        self.pos = self.pos.saturating_sub(1);
-        self.err(expected)
-    }
-
-    #[inline]
-    fn expect(&mut self, b: u8, what: &str) -> Result<(), FrameError> {
-        if self.peek() == Some(b) {
-            self.pos += 1;
-            Ok(())
-        } else {
-            Err(self.err(what))
-        }
-    }
-
-    /// A string's raw bytes (escapes left in place), positioned after its closing quote.
-    #[inline]
-    fn string_raw(&mut self) -> Result<&'a [u8], FrameError> {
-        self.expect(b'"', "'\"' opening a string")?;
-        let start = self.pos;
-        loop {
-            match memchr2(b'"', b'\\', &self.h[self.pos..]) {
-                Some(i) if self.h[self.pos + i] == b'"' => {
-                    let s = &self.h[start..self.pos + i];
-                    self.pos += i + 1;
-                    return Ok(s);
-                }
-                Some(i) => self.pos += i + 2,
-                None => {
-                    self.pos = self.h.len();
-                    return Err(self.err("'\"' closing a string"));
-                }
-            }
-            if self.pos > self.h.len() {
-                self.pos = self.h.len();
-                return Err(self.err("'\"' closing a string"));
-            }
-        }
-    }
-
-    fn int(&mut self, what: &str) -> Result<i32, FrameError> {
-        let start = self.pos;
-        let neg = self.peek() == Some(b'-');
-        if neg {
-            self.pos += 1;
-        }
-        let mut v: i64 = 0;
-        let digits_start = self.pos;
-        while let Some(d @ b'0'..=b'9') = self.peek() {
-            v = v * 10 + i64::from(d - b'0');
-            if v > i64::from(u32::MAX) + 1 {
-                self.pos = start;
-                return Err(self.err(&format!("{what} within 32 bits")));
-            }
-            self.pos += 1;
-        }
-        if self.pos == digits_start {
-            self.pos = start;
-            return Err(self.err(what));
-        }
-        let v = if neg { -v } else { v };
-        i32::try_from(v).map_err(|_| {
-            self.pos = start;
-            self.err(&format!("{what} within 32 bits"))
-        })
-    }
-
-    fn skip_value(&mut self, depth: usize) -> Result<(), FrameError> {
-        if depth > MAX_DEPTH {
-            return Err(self.err("JSON nested at most 64 levels deep"));
-        }
-        match self.peek() {
-            Some(b'"') => self.string_raw().map(|_| ()),
-            Some(open @ (b'{' | b'[')) => {
-                let close = if open == b'{' { b'}' } else { b']' };
-                self.pos += 1;
-                self.ws();
-                if self.peek() == Some(close) {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.ws();
-                    if open == b'{' {
-                        self.string_raw()?;
-                        self.ws();
-                        self.expect(b':', "':' after an object key")?;
-                        self.ws();
-                    }
-                    self.skip_value(depth + 1)?;
-                    self.ws();
-                    match self.next() {
-                        Some(b',') => continue,
-                        Some(c) if c == close => return Ok(()),
-                        _ => {
-                            return Err(self.err_back(if open == b'{' {
-                                "',' or '}' in an object"
-                            } else {
-                                "',' or ']' in an array"
-                            }))
-                        }
-                    }
-                }
-            }
-            Some(b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
-                let start = self.pos;
-                while let Some(b) = self.peek() {
-                    if matches!(b, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t') {
-                        break;
-                    }
-                    self.pos += 1;
-                }
-                if self.pos == start {
-                    return Err(self.err("a JSON value"));
-                }
-                Ok(())
-            }
-            _ => Err(self.err("a JSON value")),
-        }
     }
 }
 
@@ -558,6 +400,15 @@ mod tests {
     }
 
     #[test]
+    fn tail_fast_path_handles_remarks_with_escaped_quotes() {
+        let h = br#"{"code":1,"extFields":{"k":"v"},"flag":1,"language":"JAVA","opaque":9,"remark":"x\\\",\"opaque\":5","serializeTypeCurrentRPC":"JSON","version":479}"#;
+        let v = FrameView::parse(&frame(0, h, b"")).unwrap();
+        assert_eq!((v.code, v.flag, v.opaque), (1, 1, 9));
+        let c = crate::codec::RemotingCommand::decode(&frame(0, h, b"")).unwrap();
+        assert_eq!(c.remark.as_deref(), Some("x\\\",\"opaque\":5"));
+    }
+
+    #[test]
     fn view_of_binary_header() {
         let mut h = Vec::new();
         h.extend_from_slice(&105i16.to_be_bytes());
@@ -641,6 +492,16 @@ mod tests {
             header in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
         ) {
             let _ = FrameView::parse(&frame(ser, &header, b""));
+        }
+
+        #[test]
+        fn view_agrees_with_full_decode(cut in 0usize..JAVA_V2.len(), byte in proptest::num::u8::ANY) {
+            let mut h = JAVA_V2.to_vec();
+            h[cut] = byte;
+            let f = frame(0, &h, b"");
+            if let (Ok(v), Ok(c)) = (FrameView::parse(&f), crate::codec::RemotingCommand::decode(&f)) {
+                proptest::prop_assert_eq!((v.code, v.flag, v.opaque), (c.code, c.flag, c.opaque));
+            }
         }
 
         #[test]

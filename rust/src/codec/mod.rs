@@ -7,6 +7,7 @@ pub mod codes;
 pub mod command;
 pub mod error;
 pub mod frame;
+mod json;
 pub mod message;
 pub mod properties;
 pub mod route;

@@ -397,22 +397,25 @@ impl PyMessageExt {
 
     fn __repr__(&self) -> String {
         let m = &self.inner;
+        let tags = m.tags().map_or("None".to_owned(), |t| format!("{t:?}"));
         format!(
-            "MessageExt(topic={:?}, queue_id={}, queue_offset={}, msg_id={:?}, tags={:?}, \
+            "MessageExt(topic={:?}, queue_id={}, queue_offset={}, msg_id={:?}, tags={tags}, \
              body=<{} bytes>)",
             m.topic,
             m.queue_id,
             m.queue_offset,
             m.msg_id(),
-            m.tags(),
             m.body.len()
         )
     }
 }
 
+// A literal default shows in help() and in the stub; keep it equal to the Rust one.
+const _: () = assert!(msg::DEFAULT_MAX_INFLATED == 67108864);
+
 /// Decodes the stored messages of a pull, pop or check-transaction body.
 #[pyfunction]
-#[pyo3(signature = (body, max_inflated=msg::DEFAULT_MAX_INFLATED))]
+#[pyo3(signature = (body, max_inflated=67108864))]
 fn decode_messages(
     py: Python<'_>,
     body: &[u8],

@@ -357,10 +357,13 @@ pub struct PyFrameDecoder {
     failed: Option<RsFrameError>,
 }
 
+// The Python signature spells the default out so stubtest can compare it.
+const _: () = assert!(DEFAULT_MAX_FRAME_SIZE == 16777216);
+
 #[pymethods]
 impl PyFrameDecoder {
     #[new]
-    #[pyo3(signature = (max_frame_size=DEFAULT_MAX_FRAME_SIZE))]
+    #[pyo3(signature = (max_frame_size=16777216))]
     fn new(max_frame_size: usize) -> PyResult<Self> {
         if max_frame_size < 8 {
             return Err(PyValueError::new_err(format!(

@@ -6,7 +6,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rmqfast::codec::frame::split;
 use rmqfast::codec::route::TopicRouteData;
 use rmqfast::codec::{
-    FrameView, LanguageCode, RemotingCommand, SerializeType, DEFAULT_MAX_FRAME_SIZE,
+    FrameView, HeaderRef, LanguageCode, RemotingCommand, SerializeType, DEFAULT_MAX_FRAME_SIZE,
 };
 
 /// A SEND_MESSAGE_V2 request as the Java producer sends it, with a 1 KiB body.
@@ -63,6 +63,13 @@ fn frames(c: &mut Criterion) {
         };
         g.bench_function("decode_header", |b| {
             b.iter(|| black_box(RemotingCommand::decode(black_box(&header_only)).unwrap()))
+        });
+        g.bench_function("decode_header_ref", |b| {
+            b.iter(|| {
+                let f = black_box(&frame[..]);
+                let v = FrameView::parse(f).unwrap();
+                black_box(HeaderRef::decode(f, &v).unwrap())
+            })
         });
         g.bench_function("decode_full_frame", |b| {
             b.iter(|| {

@@ -1,5 +1,6 @@
 //! `RemotingCommand`: full decode and encode of JSON and ROCKETMQ binary headers.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -69,6 +70,73 @@ impl Default for LanguageCode {
     }
 }
 
+/// A decoded header borrowing from its frame: every field, no copies unless a JSON string
+/// has escapes. What the data path uses when it must read a header field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRef<'a> {
+    pub code: i32,
+    pub language: LanguageCode,
+    pub version: i32,
+    pub opaque: i32,
+    pub flag: i32,
+    pub remark: Option<Cow<'a, str>>,
+    /// Custom header fields in wire order; a repeated key is resolved by `ext` (last wins).
+    pub ext_fields: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    pub serialize_type: SerializeType,
+}
+
+impl<'a> HeaderRef<'a> {
+    fn empty(serialize_type: SerializeType) -> Self {
+        HeaderRef {
+            code: 0,
+            language: LanguageCode::JAVA,
+            version: 0,
+            opaque: 0,
+            flag: 0,
+            remark: None,
+            ext_fields: Vec::with_capacity(16),
+            serialize_type,
+        }
+    }
+
+    /// Decodes the header of a frame whose view the caller has.
+    pub fn decode(frame: &'a [u8], view: &FrameView) -> Result<HeaderRef<'a>, FrameError> {
+        let header = &frame[view.header.clone()];
+        match view.serialize_type {
+            SerializeType::Json => decode_json_header(header),
+            SerializeType::RocketMq => decode_binary_header(header),
+        }
+    }
+
+    /// A custom header field (the last one when a key repeats).
+    pub fn ext(&self, key: &str) -> Option<&str> {
+        self.ext_fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// An owned command with this header and an empty body.
+    pub fn into_owned(self) -> RemotingCommand {
+        RemotingCommand {
+            code: self.code,
+            language: self.language,
+            version: self.version,
+            opaque: self.opaque,
+            flag: self.flag,
+            remark: self.remark.map(Cow::into_owned),
+            ext_fields: self
+                .ext_fields
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+            body: Vec::new(),
+            serialize_type: self.serialize_type,
+        }
+    }
+}
+
 /// Version `V5_3_3` of `MQVersion.Version`: new enough for standard route JSON and GO_AWAY.
 pub const DEFAULT_VERSION: i32 = 479;
 
@@ -133,12 +201,7 @@ impl RemotingCommand {
 
     /// Decodes a frame whose view the caller already has.
     pub fn decode_with_view(frame: &[u8], view: &FrameView) -> Result<RemotingCommand, FrameError> {
-        let header = &frame[view.header.clone()];
-        let mut cmd = match view.serialize_type {
-            SerializeType::Json => decode_json_header(header)?,
-            SerializeType::RocketMq => decode_binary_header(header)?,
-        };
-        cmd.serialize_type = view.serialize_type;
+        let mut cmd = HeaderRef::decode(frame, view)?.into_owned();
         cmd.body = frame[view.body.clone()].to_vec();
         Ok(cmd)
     }
@@ -178,12 +241,9 @@ impl RemotingCommand {
 // ---------------------------------------------------------------------------------------------
 // JSON headers
 
-fn decode_json_header(header: &[u8]) -> Result<RemotingCommand, FrameError> {
+fn decode_json_header(header: &[u8]) -> Result<HeaderRef<'_>, FrameError> {
     let mut s = Scanner::new(header);
-    let mut cmd = RemotingCommand {
-        serialize_type: SerializeType::Json,
-        ..Default::default()
-    };
+    let mut out = HeaderRef::empty(SerializeType::Json);
     let mut code = None;
     s.ws();
     s.expect(b'{', "'{' opening the JSON header")?;
@@ -201,16 +261,16 @@ fn decode_json_header(header: &[u8]) -> Result<RemotingCommand, FrameError> {
             match key.as_ref() {
                 _ if is_null => s.pos += 4,
                 "code" => code = Some(s.int("an integer value for \"code\"")?),
-                "flag" => cmd.flag = s.int("an integer value for \"flag\"")?,
-                "opaque" => cmd.opaque = s.int("an integer value for \"opaque\"")?,
-                "version" => cmd.version = s.int("an integer value for \"version\"")?,
+                "flag" => out.flag = s.int("an integer value for \"flag\"")?,
+                "opaque" => out.opaque = s.int("an integer value for \"opaque\"")?,
+                "version" => out.version = s.int("an integer value for \"version\"")?,
                 "language" => {
                     let name = s.string()?;
                     // Java decodes an unknown name as null; keep what we can say about it.
-                    cmd.language = LanguageCode::from_name(&name).unwrap_or(LanguageCode::OTHER);
+                    out.language = LanguageCode::from_name(&name).unwrap_or(LanguageCode::OTHER);
                 }
-                "remark" => cmd.remark = Some(s.string()?.into_owned()),
-                "extFields" => decode_ext_fields(&mut s, &mut cmd.ext_fields)?,
+                "remark" => out.remark = Some(s.string()?),
+                "extFields" => decode_ext_fields(&mut s, &mut out.ext_fields)?,
                 _ => s.skip_value(0)?,
             }
             s.ws();
@@ -222,19 +282,19 @@ fn decode_json_header(header: &[u8]) -> Result<RemotingCommand, FrameError> {
         }
     }
     s.end()?;
-    cmd.code = code.ok_or_else(|| {
+    out.code = code.ok_or_else(|| {
         FrameError::new(
             PRELUDE_LEN,
             FrameErrorKind::MalformedJson("missing field \"code\"".into()),
         )
     })?;
-    Ok(cmd)
+    Ok(out)
 }
 
 /// extFields values as strings; other SDKs send numbers and booleans, which Java accepts too.
-fn decode_ext_fields(
-    s: &mut Scanner<'_>,
-    out: &mut BTreeMap<String, String>,
+fn decode_ext_fields<'a>(
+    s: &mut Scanner<'a>,
+    out: &mut Vec<(Cow<'a, str>, Cow<'a, str>)>,
 ) -> Result<(), FrameError> {
     s.expect(b'{', "'{' opening extFields")?;
     s.ws();
@@ -249,7 +309,7 @@ fn decode_ext_fields(
         s.expect(b':', "':' after an extFields key")?;
         s.ws();
         if let Some(v) = s.scalar_text("a string, number, boolean or null extFields value")? {
-            out.insert(key.into_owned(), v.into_owned());
+            out.push((key, v));
         }
         s.ws();
         match s.next() {
@@ -372,22 +432,18 @@ impl<'a> Reader<'a> {
         Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn string(&mut self, len: i64, what: &str) -> Result<String, FrameError> {
+    fn string(&mut self, len: i64, what: &str) -> Result<&'a str, FrameError> {
         let at = self.pos;
         if len < 0 {
             return Err(self.err(at, format!("{what} length {len} is negative")));
         }
         let bytes = self.take(len as usize, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|e| {
-            self.err(
-                at + e.utf8_error().valid_up_to(),
-                format!("{what} is not UTF-8"),
-            )
-        })
+        std::str::from_utf8(bytes)
+            .map_err(|e| self.err(at + e.valid_up_to(), format!("{what} is not UTF-8")))
     }
 }
 
-fn decode_binary_header(h: &[u8]) -> Result<RemotingCommand, FrameError> {
+fn decode_binary_header(h: &[u8]) -> Result<HeaderRef<'_>, FrameError> {
     let mut r = Reader { h, pos: 0 };
     let code = i32::from(r.i16("code")?);
     let language = LanguageCode(r.take(1, "language")?[0]);
@@ -397,7 +453,7 @@ fn decode_binary_header(h: &[u8]) -> Result<RemotingCommand, FrameError> {
     let remark_len = r.i32("remark length")?;
     let remark = match remark_len {
         0 => None,
-        n => Some(r.string(i64::from(n), "remark")?),
+        n => Some(Cow::Borrowed(r.string(i64::from(n), "remark")?)),
     };
     let ext_len_at = r.pos;
     let ext_len = r.i32("extFields length")?;
@@ -411,7 +467,7 @@ fn decode_binary_header(h: &[u8]) -> Result<RemotingCommand, FrameError> {
         ));
     }
     let ext_end = r.pos + ext_len as usize;
-    let mut ext_fields = BTreeMap::new();
+    let mut ext_fields = Vec::with_capacity(16);
     while r.pos < ext_end {
         let key_len = r.i16("extFields key length")?;
         let key = r.string(i64::from(key_len), "extFields key")?;
@@ -424,7 +480,7 @@ fn decode_binary_header(h: &[u8]) -> Result<RemotingCommand, FrameError> {
             ));
         }
         // FastCodesHeader writers may repeat a key; the last one wins, as in Java.
-        ext_fields.insert(key, value);
+        ext_fields.push((Cow::Borrowed(key), Cow::Borrowed(value)));
     }
     if r.pos != h.len() {
         return Err(r.err(
@@ -432,7 +488,7 @@ fn decode_binary_header(h: &[u8]) -> Result<RemotingCommand, FrameError> {
             format!("{} unexpected bytes after extFields", h.len() - r.pos),
         ));
     }
-    Ok(RemotingCommand {
+    Ok(HeaderRef {
         code,
         language,
         version,
@@ -440,7 +496,6 @@ fn decode_binary_header(h: &[u8]) -> Result<RemotingCommand, FrameError> {
         flag,
         remark,
         ext_fields,
-        body: Vec::new(),
         serialize_type: SerializeType::RocketMq,
     })
 }

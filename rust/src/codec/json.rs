@@ -72,16 +72,38 @@ impl<'a> Scanner<'a> {
     /// A string's raw bytes (escapes left in place), positioned after its closing quote.
     #[inline]
     pub fn string_raw(&mut self) -> Result<&'a [u8], FrameError> {
+        self.string_raw_esc().map(|(s, _)| s)
+    }
+
+    /// Like `string_raw`, also telling whether the string holds any escape.
+    #[inline]
+    pub fn string_raw_esc(&mut self) -> Result<(&'a [u8], bool), FrameError> {
         self.expect(b'"', "'\"' opening a string")?;
         let start = self.pos;
+        // Header strings are mostly short: look at a few bytes before paying for memchr.
+        let short_end = (start + 24).min(self.h.len());
+        for i in start..short_end {
+            match self.h[i] {
+                b'"' => {
+                    self.pos = i + 1;
+                    return Ok((&self.h[start..i], false));
+                }
+                b'\\' => break,
+                _ => {}
+            }
+        }
+        let mut escaped = false;
         loop {
             match memchr2(b'"', b'\\', &self.h[self.pos..]) {
                 Some(i) if self.h[self.pos + i] == b'"' => {
                     let s = &self.h[start..self.pos + i];
                     self.pos += i + 1;
-                    return Ok(s);
+                    return Ok((s, escaped));
                 }
-                Some(i) => self.pos += i + 2,
+                Some(i) => {
+                    escaped = true;
+                    self.pos += i + 2;
+                }
                 None => {
                     self.pos = self.h.len();
                     return Err(self.err("'\"' closing a string"));
@@ -97,7 +119,7 @@ impl<'a> Scanner<'a> {
     /// A string value, unescaped; borrowed when it has no escapes.
     pub fn string(&mut self) -> Result<Cow<'a, str>, FrameError> {
         let start = self.pos + 1;
-        let raw = self.string_raw()?;
+        let (raw, escaped) = self.string_raw_esc()?;
         let utf8 = |bytes: &'a [u8], at: usize| {
             std::str::from_utf8(bytes).map_err(|e| {
                 FrameError::new(
@@ -106,7 +128,7 @@ impl<'a> Scanner<'a> {
                 )
             })
         };
-        if !raw.contains(&b'\\') {
+        if !escaped {
             return Ok(Cow::Borrowed(utf8(raw, start)?));
         }
         let mut out = String::with_capacity(raw.len());
@@ -320,20 +342,20 @@ pub(crate) fn peek_tail(h: &[u8]) -> Option<(i32, i32, i32)> {
         if h.get(value_start.checked_sub(1)?) != Some(&b':') {
             return None;
         }
-        let key_end = value_start - 1;
-        if h.get(key_end.checked_sub(1)?) != Some(&b'"') {
-            return None;
-        }
-        let key_start = string_start_back(h, key_end - 1)?;
-        let key = &h[key_start + 1..key_end - 1];
-        if key.contains(&b'\\') {
-            return None;
-        }
+        let before_colon = &h[..value_start - 1];
+        // Only fastjson's own tail keys are expected here, compared as literals; anything
+        // else (an escaped key included) is another layout, left to the forward scan.
+        let (key, key_start) = TAIL_KEYS.iter().find_map(|k| {
+            let quoted_len = k.len() + 2;
+            let at = before_colon.len().checked_sub(quoted_len)?;
+            let q = &before_colon[at..];
+            (q[0] == b'"' && q[quoted_len - 1] == b'"' && &q[1..quoted_len - 1] == *k)
+                .then_some((*k, at))
+        })?;
         let value = &h[value_start..end];
         match key {
             b"opaque" => opaque = Some(parse_int_exact(value)?),
             b"flag" => flag = Some(parse_int_exact(value)?),
-            b"extFields" | b"code" => return None,
             _ => {}
         }
         if let (Some(f), Some(o)) = (flag, opaque) {
@@ -348,11 +370,25 @@ pub(crate) fn peek_tail(h: &[u8]) -> Option<(i32, i32, i32)> {
     None
 }
 
+/// The keys fastjson writes after `extFields`, in the order met when reading backwards.
+const TAIL_KEYS: [&[u8]; 6] = [
+    b"version",
+    b"serializeTypeCurrentRPC",
+    b"remark",
+    b"opaque",
+    b"language",
+    b"flag",
+];
+
 /// Index of the opening quote of the string whose closing quote is at `close`.
 fn string_start_back(h: &[u8], close: usize) -> Option<usize> {
     let mut i = close;
     loop {
-        i = memchr::memrchr(b'"', &h[..i])?;
+        // Tail strings are short; a plain loop beats memrchr's setup, which remarks can afford.
+        i = match h[..i].iter().rev().take(32).position(|&b| b == b'"') {
+            Some(back) => i - 1 - back,
+            None => memchr::memrchr(b'"', &h[..i])?,
+        };
         let mut backslashes = 0;
         while i > backslashes && h[i - 1 - backslashes] == b'\\' {
             backslashes += 1;
@@ -364,17 +400,51 @@ fn string_start_back(h: &[u8], close: usize) -> Option<usize> {
 }
 
 fn parse_int_prefix(s: &[u8]) -> Option<i32> {
-    let len = s
-        .iter()
-        .enumerate()
-        .take_while(|(i, b)| b.is_ascii_digit() || (*i == 0 && **b == b'-'))
-        .count();
-    if s.get(len) != Some(&b',') && s.get(len) != Some(&b'}') {
-        return None;
+    let mut len = usize::from(s.first() == Some(&b'-'));
+    while s.get(len).is_some_and(u8::is_ascii_digit) {
+        len += 1;
     }
-    parse_int_exact(&s[..len])
+    match s.get(len) {
+        Some(b',' | b'}') => parse_int_exact(&s[..len]),
+        _ => None,
+    }
 }
 
+/// A decimal i32 spelled exactly by `s` (optional '-', 1 to 10 digits, no overflow).
+#[inline]
 fn parse_int_exact(s: &[u8]) -> Option<i32> {
-    std::str::from_utf8(s).ok()?.parse().ok()
+    let (neg, digits) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 10 {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + i64::from(d - b'0');
+    }
+    i32::try_from(if neg { -v } else { v }).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_fast_path_reads_fastjson_headers() {
+        let h = br#"{"code":310,"extFields":{"a":"x","i":"KEYS\u0001k\u0002"},"flag":2,"language":"JAVA","opaque":123456,"serializeTypeCurrentRPC":"JSON","version":479}"#;
+        assert_eq!(peek_tail(h), Some((310, 2, 123456)));
+        let with_remark = br#"{"code":0,"flag":1,"language":"JAVA","opaque":-5,"remark":"a \"b\" \\","serializeTypeCurrentRPC":"JSON","version":479}"#;
+        assert_eq!(peek_tail(with_remark), Some((0, 1, -5)));
+        // Other layouts are left to the forward scan.
+        assert_eq!(peek_tail(br#"{"opaque":1,"flag":0,"code":5}"#), None);
+        assert_eq!(
+            peek_tail(br#"{"code":5,"extFields":{"flag":"1","opaque":"2"}}"#),
+            None
+        );
+    }
 }

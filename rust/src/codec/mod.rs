@@ -12,6 +12,6 @@ pub mod message;
 pub mod properties;
 pub mod route;
 
-pub use command::{LanguageCode, RemotingCommand, SerializeType};
+pub use command::{HeaderRef, LanguageCode, RemotingCommand, SerializeType};
 pub use error::FrameError;
 pub use frame::{FrameDecoder, FrameView, DEFAULT_MAX_FRAME_SIZE};

@@ -63,10 +63,14 @@ lint: rust-lint py-lint  ## every linter
 test: rust-lint rust-test wheel-check py-lint  ## everything CI runs: lint, Rust tests, wheel, pytest
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-run: build  ## start a local RocketMQ (devcluster) and print its addresses
+run: build  ## start a local RocketMQ (devcluster) and the proxy in front of it (Ctrl-C stops the proxy)
 	$(PY) -m rmqfast.devcluster up --namesrvs 1 --brokers 2 --dir .devcluster
+	@ns=$$($(PY) -c "import json; print(json.load(open('.devcluster/devcluster.json'))['namesrv_addr'])"); \
+	echo "RocketMQ name server: $$ns  (stop the cluster with: make down)"; \
+	echo "Give clients the proxy's address below as their name server (-n / NAMESRV_ADDR)."; \
+	$(PY) -m rmqfast.proxy --namesrv "$$ns" --listen 127.0.0.1:19876 --admin 127.0.0.1:9901
 
-down:  ## stop what `make run` started
+down:  ## stop the local RocketMQ that `make run` started
 	$(PY) -m rmqfast.devcluster down --dir .devcluster
 
 bench: build  ## criterion benchmarks of the codec (figures go to bench/RESULTS.md)

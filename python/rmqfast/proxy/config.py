@@ -178,6 +178,7 @@ def parse_namesrv(value: str | list[str]) -> list[str]:
 
 
 _SCALARS = {f.name for f in fields(ProxyConfig)} - {"clusters", "routes"}
+_OPTIONAL = {"admin", "advertise_host", "broker_bind_host", "default_cluster"}
 
 
 def from_mapping(data: Mapping[str, Any], source: str = "config") -> ProxyConfig:
@@ -209,6 +210,8 @@ def from_mapping(data: Mapping[str, Any], source: str = "config") -> ProxyConfig
                         f"exact, prefix or regex, got {r!r}"
                     )
                 cfg.routes.append(TopicRoute(**{k: r[k] for k in r}))
+        elif key in _SCALARS and value is None and key in _OPTIONAL:
+            setattr(cfg, key, None)
         elif key in _SCALARS:
             default = getattr(ProxyConfig(), key)
             if isinstance(default, int) and (not isinstance(value, int) or isinstance(value, bool)):

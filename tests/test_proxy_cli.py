@@ -1,0 +1,189 @@
+"""The proxy's command line and configuration: validation, errors that name the field."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rmqfast.proxy import ConfigError, Proxy, from_mapping, load_file
+from rmqfast.proxy.__main__ import build_parser, resolve_config
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rmqfast.proxy", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_help_documents_every_option() -> None:
+    out = run_cli("--help").stdout
+    for flag in (
+        "--namesrv",
+        "--listen",
+        "--advertise",
+        "--admin",
+        "--config",
+        "--check-config",
+        "--request-timeout-ms",
+        "--idle-timeout-s",
+        "--max-connections",
+        "--max-frame-size",
+        "--drain-timeout-ms",
+    ):
+        assert flag in out
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "proxy.toml"
+    cfg.write_text(
+        """
+listen = "127.0.0.1:19999"
+default_cluster = "b"
+request_timeout_ms = 2000
+
+[[clusters]]
+name = "a"
+namesrv = ["127.0.0.1:9876", "127.0.0.1:9877"]
+
+[[clusters]]
+name = "b"
+namesrv = ["127.0.0.1:9878"]
+
+[[routes]]
+prefix = "orders_"
+cluster = "a"
+
+[[routes]]
+regex = "^audit-[0-9]+$"
+cluster = "a"
+"""
+    )
+    r = run_cli("--config", str(cfg), "--check-config")
+    assert r.returncode == 0, r.stderr
+    assert "config OK" in r.stdout
+    loaded = load_file(cfg).validate()
+    assert [c.name for c in loaded.clusters] == ["a", "b"]
+    assert loaded.routes[0].prefix == "orders_"
+    assert loaded.request_timeout_ms == 2000
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "namesrv: expected at least one name server"),
+        (("--namesrv", "nohost"), "clusters[0].namesrv: expected HOST:PORT"),
+        (("--namesrv", "127.0.0.1:9876", "--listen", "localhost:1"), "listen: expected IP:PORT"),
+        (("--namesrv", "127.0.0.1:9876", "--request-timeout-ms", "0"), "request_timeout_ms"),
+        (("--namesrv", "127.0.0.1:9876", "--max-frame-size", "10"), "max_frame_size"),
+        (("--namesrv", "127.0.0.1:9876", "--default-cluster", "zz"), "default_cluster"),
+        (("--namesrv", "127.0.0.1:9876", "--log-level", "loud"), "log_level"),
+    ],
+)
+def test_config_errors_name_the_field_and_exit_nonzero(args: tuple[str, ...], message: str) -> None:
+    r = run_cli(*args, "--check-config")
+    assert r.returncode == 2
+    assert message in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1  # one line, no traceback
+
+
+def test_bad_config_opens_no_port() -> None:
+    port = free_port()
+    r = run_cli(
+        "--namesrv", "127.0.0.1:9876", "--listen", f"127.0.0.1:{port}", "--worker-threads", "0"
+    )
+    assert r.returncode == 2
+    assert "worker_threads" in r.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # still free: nothing was opened
+
+
+def test_file_errors_name_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('namesrv = "127.0.0.1:9876"\nrequest_timeout = 5\n')
+    with pytest.raises(ConfigError, match="request_timeout: unknown setting"):
+        load_file(bad)
+    bad.write_text('namesrv = "127.0.0.1:9876"\nidle_timeout_s = "long"\n')
+    with pytest.raises(ConfigError, match="idle_timeout_s: expected an integer"):
+        load_file(bad)
+    bad.write_text("[[routes]]\nexact = 'x'\n")
+    with pytest.raises(ConfigError, match=r"routes\[0\]"):
+        load_file(bad)
+    bad.write_text("not toml = = =")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_file(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_file(tmp_path / "missing.toml")
+
+
+def test_route_rules_need_exactly_one_matcher() -> None:
+    cfg = from_mapping(
+        {
+            "namesrv": "127.0.0.1:9876",
+            "routes": [{"cluster": "default", "exact": "a", "prefix": "b"}],
+        }
+    )
+    with pytest.raises(ConfigError, match=r"routes\[0\]: expected exactly one of"):
+        cfg.validate()
+    cfg = from_mapping(
+        {"namesrv": "127.0.0.1:9876", "routes": [{"cluster": "default", "regex": "("}]}
+    )
+    with pytest.raises(ConfigError, match=r"routes\[0\].regex"):
+        cfg.validate()
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('namesrv = "127.0.0.1:1;127.0.0.1:2"\nlisten = "127.0.0.1:5000"\n')
+    args = build_parser().parse_args(
+        ["--config", str(cfg), "--listen", "127.0.0.1:6000", "--admin", "off"]
+    )
+    c = resolve_config(args)
+    assert c.listen == "127.0.0.1:6000"
+    assert c.admin is None
+    assert c.clusters[0].namesrv == ["127.0.0.1:1", "127.0.0.1:2"]
+    args = build_parser().parse_args(["--config", str(cfg), "--namesrv", "127.0.0.1:3"])
+    assert resolve_config(args).clusters[0].namesrv == ["127.0.0.1:3"]
+
+
+def test_listen_port_in_use_is_an_os_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        cfg = {"namesrv": "127.0.0.1:9876", "listen": f"127.0.0.1:{port}", "admin": None}
+        with pytest.raises(OSError, match=f"listen: cannot bind 127.0.0.1:{port}"):
+            Proxy(cfg).start()
+
+
+def test_proxy_without_upstream_answers_route_lookups_with_system_error() -> None:
+    """An unreachable name server: the client gets SYSTEM_ERROR with its opaque, fast."""
+    from rmqfast.codec import RequestCode, ResponseCode
+
+    from .remoting import RemotingClient
+
+    dead = free_port()
+    cfg = from_mapping({"namesrv": f"127.0.0.1:{dead}", "listen": "127.0.0.1:0", "admin": None})
+    with Proxy(cfg) as p, RemotingClient(p.namesrv_addr) as c:
+        r = c.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "T"}, timeout=10)
+        assert r.code == ResponseCode.SYSTEM_ERROR
+        assert r.remark is not None and f"127.0.0.1:{dead}" in r.remark
+        s = p.stats()
+        assert s["get_topic_route"] == 1
+        assert s["local_reply_upstream_unavailable"] == 1
+        assert s["upstream_connect_failure"] >= 1
+        assert s["maintenance_failure"] == 1
+        assert s["response_error"] == 1

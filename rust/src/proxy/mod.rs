@@ -264,3 +264,189 @@ impl Drop for ProxyServer {
         self.stop(Duration::from_millis(0));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::codes::{request as rc, response as resp};
+    use crate::codec::{FrameDecoder, RemotingCommand, SerializeType};
+    use std::io::{Read, Write};
+    use std::net::{TcpListener as StdListener, TcpStream as StdStream};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    fn config(namesrv: &str, request_timeout_ms: u64) -> ProxyConfig {
+        ProxyConfig::from_json(&format!(
+            r#"{{"listen":"127.0.0.1:0","clusters":[{{"name":"c","namesrv":["{namesrv}"]}}],
+                "request_timeout_ms":{request_timeout_ms},"connect_timeout_ms":500,"worker_threads":1}}"#
+        ))
+        .unwrap()
+    }
+
+    fn read_command(s: &mut StdStream, d: &mut FrameDecoder) -> Option<RemotingCommand> {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).ok()?;
+            if n == 0 {
+                return None;
+            }
+            if let Some((_, f)) = d.feed(&buf[..n]).ok()?.into_iter().next() {
+                return RemotingCommand::decode(&f).ok();
+            }
+        }
+    }
+
+    fn request(code: i32, opaque: i32, oneway: bool) -> Vec<u8> {
+        let mut c = RemotingCommand::request(code);
+        c.opaque = opaque;
+        if oneway {
+            c.flag = 2;
+        }
+        c.encode(SerializeType::Json).unwrap()
+    }
+
+    #[test]
+    fn silent_broker_gets_a_timely_system_busy_with_the_opaque() {
+        // A "broker" that accepts and never answers.
+        let silent = StdListener::bind("127.0.0.1:0").unwrap();
+        let silent_addr = silent.local_addr().unwrap().to_string();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let hold = std::thread::spawn(move || {
+            let (s, _) = silent.accept().unwrap();
+            // Keep the connection open, unanswered, until the test is done with it.
+            let _ = released.recv_timeout(Duration::from_secs(30));
+            drop(s);
+        });
+        let mut p = ProxyServer::start(config("127.0.0.1:1", 300)).unwrap();
+        let port = p.open_broker(&silent_addr).unwrap();
+        let mut c = StdStream::connect(&port).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let started = Instant::now();
+        c.write_all(&request(rc::SEND_MESSAGE_V2, 77, false))
+            .unwrap();
+        let mut d = FrameDecoder::new(1 << 20);
+        let reply = read_command(&mut c, &mut d).expect("a local reply");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(reply.opaque, 77);
+        assert_eq!(reply.code, resp::SYSTEM_BUSY);
+        assert!(reply.is_response());
+        let remark = reply.remark.unwrap();
+        assert!(
+            remark.contains(&silent_addr) && remark.contains("SEND_MESSAGE_V2"),
+            "{remark}"
+        );
+        let s = p.stats();
+        assert_eq!(s.c.local_reply_timeout.load(Relaxed), 1);
+        assert_eq!(s.c.send_message_v2.load(Relaxed), 1);
+        assert_eq!(s.c.request_active.load(Relaxed), 0);
+        p.stop(Duration::from_millis(100));
+        release.send(()).unwrap();
+        hold.join().unwrap();
+    }
+
+    #[test]
+    fn unreachable_broker_answers_system_error_but_nothing_for_oneway() {
+        let dead = StdListener::bind("127.0.0.1:0").unwrap();
+        let dead_addr = dead.local_addr().unwrap().to_string();
+        drop(dead);
+        let mut p = ProxyServer::start(config("127.0.0.1:1", 1000)).unwrap();
+        let port = p.open_broker(&dead_addr).unwrap();
+        let mut c = StdStream::connect(&port).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(&request(rc::END_TRANSACTION, 5, true)).unwrap();
+        c.write_all(&request(rc::HEART_BEAT, 6, false)).unwrap();
+        let mut d = FrameDecoder::new(1 << 20);
+        let reply = read_command(&mut c, &mut d).expect("a local reply");
+        // The oneway request got nothing: the first reply is the heartbeat's.
+        assert_eq!(reply.opaque, 6);
+        assert_eq!(reply.code, resp::SYSTEM_ERROR);
+        assert!(reply.remark.unwrap().contains("unreachable"));
+        let s = p.stats();
+        assert_eq!(s.c.local_reply_upstream_unavailable.load(Relaxed), 1);
+        assert_eq!(s.c.oneway_request.load(Relaxed), 1);
+        assert!(s.c.upstream_connect_failure.load(Relaxed) >= 1);
+        p.stop(Duration::from_millis(100));
+    }
+
+    #[test]
+    fn garbage_closes_only_that_connection() {
+        // An echo-less broker that answers every request with SUCCESS.
+        let broker = StdListener::bind("127.0.0.1:0").unwrap();
+        let broker_addr = broker.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for s in broker.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut s = s;
+                    let mut d = FrameDecoder::new(1 << 20);
+                    while let Some(req) = read_command(&mut s, &mut d) {
+                        let r = RemotingCommand::response_to(req.opaque, 0, None);
+                        if s.write_all(&r.encode(SerializeType::Json).unwrap())
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let mut p = ProxyServer::start(config("127.0.0.1:1", 2000)).unwrap();
+        let port = p.open_broker(&broker_addr).unwrap();
+        let mut good = StdStream::connect(&port).unwrap();
+        good.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut bad = StdStream::connect(&port).unwrap();
+        bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut d = FrameDecoder::new(1 << 20);
+        good.write_all(&request(rc::HEART_BEAT, 1, false)).unwrap();
+        assert_eq!(read_command(&mut good, &mut d).unwrap().opaque, 1);
+
+        bad.write_all(&[0, 0, 0, 2, 0xff, 0xff]).unwrap(); // length 2: invalid
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            bad.read(&mut buf).unwrap_or(0),
+            0,
+            "the bad connection is closed"
+        );
+
+        // An oversized frame announced by its length alone closes its connection too.
+        let mut big = StdStream::connect(&port).unwrap();
+        big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        big.write_all(&(64i32 << 20).to_be_bytes()).unwrap();
+        assert_eq!(big.read(&mut buf).unwrap_or(0), 0);
+
+        good.write_all(&request(rc::HEART_BEAT, 2, false)).unwrap();
+        assert_eq!(read_command(&mut good, &mut d).unwrap().opaque, 2);
+        let s = p.stats();
+        assert_eq!(s.c.request_decoding_error.load(Relaxed), 2);
+        assert_eq!(s.c.heartbeat.load(Relaxed), 2);
+        assert_eq!(s.c.response_success.load(Relaxed), 2);
+        p.stop(Duration::from_millis(100));
+    }
+
+    #[test]
+    fn connection_limit_refuses_extra_clients() {
+        let mut cfg = config("127.0.0.1:1", 1000);
+        cfg.max_connections = 1;
+        let mut p = ProxyServer::start(cfg).unwrap();
+        let addr = p.namesrv_addr();
+        let _first = StdStream::connect(addr).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while p.stats().c.connections_active.load(Relaxed) < 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut second = StdStream::connect(addr).unwrap();
+        second
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            second.read(&mut buf).unwrap_or(0),
+            0,
+            "refused connections are closed"
+        );
+        assert_eq!(p.stats().c.connections_rejected.load(Relaxed), 1);
+        p.stop(Duration::from_millis(100));
+    }
+}

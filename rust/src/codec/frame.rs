@@ -184,7 +184,7 @@ fn peek_json(h: &[u8]) -> Result<(i32, i32, i32), FrameError> {
     if let Some(found) = json::peek_tail(h) {
         return Ok(found);
     }
-    let mut s = Scanner::new(h);
+    let mut s = Scanner::new_raw(h);
     let (mut code, mut flag, mut opaque) = (None, 0i32, 0i32);
     s.ws();
     s.expect(b'{', "'{' opening the JSON header")?;

@@ -14,11 +14,27 @@ const MAX_DEPTH: usize = 64;
 pub(crate) struct Scanner<'a> {
     pub h: &'a [u8],
     pub pos: usize,
+    /// The header as text when it is valid UTF-8 (the norm): strings are then sliced from it
+    /// instead of being validated one by one.
+    text: Option<&'a str>,
 }
 
 impl<'a> Scanner<'a> {
     pub fn new(h: &'a [u8]) -> Self {
-        Scanner { h, pos: 0 }
+        Scanner {
+            h,
+            pos: 0,
+            text: std::str::from_utf8(h).ok(),
+        }
+    }
+
+    /// A lazy scanner for the view, which never extracts strings.
+    pub fn new_raw(h: &'a [u8]) -> Self {
+        Scanner {
+            h,
+            pos: 0,
+            text: None,
+        }
     }
 
     #[inline]
@@ -120,7 +136,12 @@ impl<'a> Scanner<'a> {
     pub fn string(&mut self) -> Result<Cow<'a, str>, FrameError> {
         let start = self.pos + 1;
         let (raw, escaped) = self.string_raw_esc()?;
+        let text = self.text;
         let utf8 = |bytes: &'a [u8], at: usize| {
+            // Quotes and backslashes are ASCII, so these ranges fall on char boundaries.
+            if let Some(t) = text.and_then(|t| t.get(at..at + bytes.len())) {
+                return Ok(t);
+            }
             std::str::from_utf8(bytes).map_err(|e| {
                 FrameError::new(
                     PRELUDE_LEN + at + e.valid_up_to(),

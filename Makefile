@@ -56,7 +56,7 @@ py-lint: build  ## ruff, mypy --strict, and stubtest on rmqfast._core
 	$(VENV)/bin/ruff check python tests bench
 	$(VENV)/bin/ruff format --check python tests bench
 	$(VENV)/bin/mypy
-	$(PY) -m mypy.stubtest rmqfast._core --allowlist python/rmqfast/stubtest-allowlist.txt
+	$(PY) -m mypy.stubtest rmqfast._core
 
 lint: rust-lint py-lint  ## every linter
 

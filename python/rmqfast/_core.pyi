@@ -244,3 +244,83 @@ class ProxyServer:
     def stats(self) -> dict[str, Any]: ...
 
 def proxy_stat_names() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]: ...
+
+# --- producer (rust/src/py/producer.rs) ---
+from collections.abc import Awaitable  # noqa: E402
+
+__all__ += ["Producer", "ProducerError", "SendResult"]
+
+class ProducerError(Exception):
+    """A send or route lookup failed.
+
+    `code` is the RocketMQ response code if a broker or name server answered, else None;
+    `retryable` says whether Java's producer would retry it (codes 17, 14, 1, 2, 16, 204, 205,
+    1500 from a broker, timeouts, connection errors).
+    """
+
+    code: int | None
+    retryable: bool
+
+@final
+class SendResult:
+    """Where a send request was stored (one per request; a batch request holds many messages)."""
+
+    @property
+    def msg_id(self) -> str: ...
+    @property
+    def offset_msg_id(self) -> str: ...
+    @property
+    def queue_id(self) -> int: ...
+    @property
+    def queue_offset(self) -> int: ...
+    @property
+    def broker_name(self) -> str: ...
+    @property
+    def topic(self) -> str: ...
+
+@final
+class Producer:
+    """A RocketMQ producer; every send releases the GIL."""
+
+    def __new__(
+        cls,
+        nameservers: list[str],
+        producer_group: str = "rmqfast_producer",
+        timeout: float = 3.0,
+        use_tls: bool = False,
+        tls_ca_file: str | None = None,
+        tls_insecure_skip_verify: bool = False,
+        tls_server_name: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        retry_times: int = 2,
+        route_refresh_interval: float = 30.0,
+        max_message_size: int = 4194304,
+    ) -> Producer: ...
+    def send(
+        self,
+        topic: str,
+        body: bytes,
+        keys: str | None = None,
+        tags: str | None = None,
+        properties: dict[str, str] | None = None,
+    ) -> SendResult: ...
+    def send_batch(
+        self, topic: str, messages: list[tuple[bytes, dict[str, str] | None]]
+    ) -> list[SendResult]: ...
+    def send_async(
+        self,
+        topic: str,
+        body: bytes,
+        keys: str | None = None,
+        tags: str | None = None,
+        properties: dict[str, str] | None = None,
+    ) -> Awaitable[SendResult]: ...
+    def send_batch_async(
+        self, topic: str, messages: list[tuple[bytes, dict[str, str] | None]]
+    ) -> Awaitable[list[SendResult]]: ...
+    def route(self, topic: str) -> dict[str, Any]: ...
+    def stats(self) -> dict[str, int]: ...
+    def close(self) -> None: ...
+
+# --- end producer ---

@@ -11,6 +11,7 @@ use crate::codec::{
 };
 
 mod message;
+mod producer;
 mod proxy;
 
 create_exception!(
@@ -435,6 +436,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add_function(wrap_pyfunction!(view, m)?)?;
     message::register(m)?;
+    producer::register(m)?;
     m.add_class::<proxy::PyProxyServer>()?;
     m.add_function(wrap_pyfunction!(proxy::proxy_stat_names, m)?)?;
     Ok(())

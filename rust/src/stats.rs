@@ -76,7 +76,6 @@ stat_table! {
         upstream_connect_failure: "Failed connection attempts to brokers and name servers.",
         local_reply_timeout: "Local replies: the upstream did not answer within the timeout.",
         local_reply_upstream_unavailable: "Local replies: the broker or name server could not be reached.",
-        local_reply_upstream_closed: "Local replies: the upstream closed with the request in flight.",
         local_reply_shutdown: "Local replies: the proxy was shutting down.",
         late_response: "Upstream responses that arrived after their local timeout reply (dropped).",
         route_cache_served: "Route answers served from the cache while every name server was down.",

@@ -178,18 +178,31 @@ impl UpstreamClient {
         Err(errors.join("; "))
     }
 
-    /// Sends `cmd` (its opaque is replaced) and waits for the response, failing over once
-    /// across the whole address list if the current server does not answer.
+    /// Sends `cmd` (its opaque is replaced) and waits for the response. One deadline covers
+    /// the whole call: a second attempt, on the next server or a fresh connection, gets only
+    /// the time that is left.
     pub async fn request(
         &self,
         mut cmd: RemotingCommand,
         timeout: Duration,
     ) -> Result<RemotingCommand, String> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut last_err = String::new();
         for attempt in 0..2 {
-            let conn = match self.connection(attempt > 0).await {
-                Ok(c) => c,
-                Err(e) => return Err(e),
+            if attempt > 0 && tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let conn = match tokio::time::timeout_at(deadline, self.connection(attempt > 0)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    last_err = format!(
+                        "no connection to {} within {} ms",
+                        self.addrs.join(", "),
+                        timeout.as_millis()
+                    );
+                    break;
+                }
             };
             let opaque = self.next_opaque.fetch_add(1, Ordering::Relaxed) & i32::MAX;
             cmd.opaque = opaque;
@@ -204,7 +217,7 @@ impl UpstreamClient {
                 last_err = format!("connection to {} closed", self.addrs_current());
                 continue;
             }
-            match tokio::time::timeout(timeout, rx).await {
+            match tokio::time::timeout_at(deadline, rx).await {
                 Ok(Ok(resp)) => return Ok(resp),
                 Ok(Err(_)) => {
                     last_err = format!("connection to {} closed", self.addrs_current());
@@ -216,13 +229,9 @@ impl UpstreamClient {
                         self.addrs_current(),
                         timeout.as_millis()
                     );
-                    // A server that times out is abandoned so the next attempt fails over.
+                    // A server that times out is abandoned so the next call fails over.
                     conn.alive.store(false, Ordering::Relaxed);
                 }
-            }
-            if self.addrs.len() < 2 && attempt == 0 {
-                // One server: still retry once on a fresh connection.
-                continue;
             }
         }
         Err(last_err)

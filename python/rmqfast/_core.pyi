@@ -307,7 +307,12 @@ class Producer:
     ) -> SendResult: ...
     def send_batch(
         self, topic: str, messages: list[tuple[bytes, dict[str, str] | None]]
-    ) -> list[SendResult]: ...
+    ) -> list[SendResult]:
+        """Send as SEND_BATCH_MESSAGE requests, each body within max_message_size.
+
+        Returns one SendResult per request sent (not per message); its msg_id and
+        offset_msg_id hold the ids of the request's messages joined by commas.
+        """
     def send_async(
         self,
         topic: str,

@@ -1,0 +1,141 @@
+"""Pure ASGI middleware: one log entry per HTTP request, built off the event loop.
+
+On the request path it stores a reference to the scope, the response status and headers, byte
+counts and two timestamps, then queues that record without waiting. Lifespan and websocket
+scopes pass through untouched, except that the logger is flushed (in a worker thread) before
+the application reports `lifespan.shutdown.complete`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from rmqfast.logger.records import ASGIRecord
+
+if TYPE_CHECKING:
+    from rmqfast.logger import RocketMQLogger
+
+__all__ = ["ASGIMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_time = time.time
+
+
+class ASGIMiddleware:
+    """Logs every HTTP request of `app` to `logger` (Starlette, FastAPI, any ASGI 3 app)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        logger: RocketMQLogger,
+        *,
+        flush_on_shutdown: bool = True,
+        shutdown_timeout: float | None = None,
+    ) -> None:
+        self.app = app
+        self.logger = logger
+        self.flush_on_shutdown = flush_on_shutdown
+        self.shutdown_timeout = (
+            logger.config.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
+        )
+        self._put = logger._put
+        self._renderer = logger._renderer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan" and self.flush_on_shutdown:
+                await self.app(scope, receive, self._lifespan_send(send))
+                return
+            await self.app(scope, receive, send)
+            return
+        rec = ASGIRecord(scope, _time())
+        renderer = self._renderer
+        if renderer.capture_req:
+            receive = _capturing_receive(receive, rec, self.logger._max_req)
+        if renderer.capture_resp:
+            send_wrapper = _capturing_send(send, rec, self.logger._max_resp)
+        else:
+
+            async def send_wrapper(message: Message) -> None:
+                t = message["type"]
+                if t == "http.response.body":
+                    rec.body_bytes += len(message.get("body", b""))
+                elif t == "http.response.start":
+                    rec.status = message["status"]
+                    rec.resp_headers = _keep_headers(message)
+                elif t == "http.response.pathsend":
+                    rec.pathsend = message.get("path")
+                await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            rec.end = _time()
+            self._put(rec)
+
+    def _lifespan_send(self, send: Send) -> Send:
+        logger = self.logger
+        timeout = self.shutdown_timeout
+
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, logger.flush, timeout)
+            await send(message)
+
+        return lifespan_send
+
+
+def _keep_headers(message: Message) -> Any:
+    headers = message.get("headers", ())
+    if type(headers) is not list and type(headers) is not tuple:
+        # Any iterable is allowed; the server may consume a one-shot one before we read it.
+        headers = message["headers"] = list(headers)
+    return headers
+
+
+def _capturing_receive(receive: Receive, rec: ASGIRecord, limit: int) -> Receive:
+    rec.req_body = chunks = []
+    rec.req_received = 0
+
+    async def capturing_receive() -> Message:
+        message = await receive()
+        if message["type"] == "http.request":
+            body = message.get("body", b"")
+            if body:
+                kept = rec.req_received
+                rec.req_received = kept + len(body)
+                if kept < limit:
+                    chunks.append(bytes(body[: limit - kept]))
+        return message
+
+    return capturing_receive
+
+
+def _capturing_send(send: Send, rec: ASGIRecord, limit: int) -> Send:
+    rec.resp_body = chunks = []
+
+    async def capturing_send(message: Message) -> None:
+        t = message["type"]
+        if t == "http.response.body":
+            body = message.get("body", b"")
+            kept = rec.body_bytes
+            rec.body_bytes = kept + len(body)
+            if body and kept < limit:
+                chunks.append(bytes(body[: limit - kept]))
+        elif t == "http.response.start":
+            rec.status = message["status"]
+            rec.resp_headers = _keep_headers(message)
+        elif t == "http.response.pathsend":
+            rec.pathsend = message.get("path")
+        await send(message)
+
+    return capturing_send

@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
 	$(PIP) install -q "maturin>=1.9,<2" "pytest>=8" "pytest-asyncio>=0.23" pytest-timeout \
-		"hypothesis>=6" "ruff>=0.6" "mypy>=1.11" starlette fastapi httpx flask
+		"hypothesis>=6" "ruff>=0.6" "mypy>=1.11" starlette fastapi httpx flask django
 	touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv with maturin and the test tools

@@ -130,7 +130,7 @@ class ProxyProcess:
             *extra,
         ]
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT / "python") + os.pathsep + env.get("PYTHONPATH", "")
+        # the installed rmqfast (make build), not the source tree, which has no _core
         self.proc = subprocess.Popen(
             self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )

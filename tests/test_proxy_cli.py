@@ -187,3 +187,22 @@ def test_proxy_without_upstream_answers_route_lookups_with_system_error() -> Non
         assert s["upstream_connect_failure"] >= 1
         assert s["maintenance_failure"] == 1
         assert s["response_error"] == 1
+
+
+def test_prometheus_text_includes_loggers_of_the_process() -> None:
+    from rmqfast.logger import RocketMQLogger
+    from rmqfast.stats import logger_stats, render_prometheus
+
+    from .test_logger_support import FakeProducer
+
+    fake = FakeProducer()
+    with RocketMQLogger(
+        ["127.0.0.1:9876"], "T", name="prom-test", producer_factory=lambda: fake
+    ) as lg:
+        lg.log({"a": 1})
+        assert lg.flush(10)
+        names = [n for n, _ in logger_stats()]
+        assert "prom-test" in names
+        text = render_prometheus(None, logger_stats())
+        assert 'rmqfast_logger_accepted_total{name="prom-test"} 1' in text
+        assert "rmqfast_build_info" in text

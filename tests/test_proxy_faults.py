@@ -18,7 +18,6 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -571,9 +570,8 @@ class CliProxy:
     """`python -m rmqfast.proxy` as a subprocess, its announced addresses parsed."""
 
     def __init__(self, *args: str) -> None:
+        # The child imports the same installed rmqfast as this test process.
         env = dict(os.environ)
-        src = str(Path(__file__).resolve().parent.parent / "python")
-        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rmqfast.proxy", "--listen", "127.0.0.1:0", *args],
             stdin=subprocess.DEVNULL,

@@ -7,7 +7,7 @@ from typing import Any
 
 from rmqfast import _core
 
-__all__ = ["flatten_proxy_stats", "render_prometheus"]
+__all__ = ["flatten_proxy_stats", "logger_stats", "render_prometheus"]
 
 _COUNTERS, _GAUGES = _core.proxy_stat_names()
 _HELP = dict(_COUNTERS) | dict(_GAUGES)
@@ -33,6 +33,17 @@ def flatten_proxy_stats(raw: Mapping[str, Any]) -> dict[str, Any]:
         code: _histogram_ms(h) for code, h in raw["request_time_by_code"].items()
     }
     return out
+
+
+def logger_stats() -> list[tuple[str, dict[str, Any]]]:
+    """(name, stats) of every open RocketMQLogger of this process (none if the logger is unused)."""
+    import sys
+
+    module = sys.modules.get("rmqfast.logger")
+    if module is None:
+        return []
+    items: list[tuple[str, dict[str, Any]]] = module.stats_items()
+    return items
 
 
 def _escape(v: str) -> str:

@@ -1,11 +1,13 @@
 """The batch processor: bounded queue, batching, retries, drop counting, fork and exit handling.
 
 Modelled on OpenTelemetry's BatchSpanProcessor. `put()` is the only call on the application's
-path: a lock, a few integer updates and a deque append; it never waits and never logs. Two
-daemon threads per processor do the rest: the *batcher* renders queued items to bytes (so the
-request path never pays for templating or JSON) and cuts batches on size, inactivity and age;
-the *sender* sends batches in order, retrying per max_retry_count/retry_delay, so rendering the
-next batch overlaps the network wait of the current one (the producer releases the GIL).
+path: a lock, a few integer updates and a deque append; it never waits and never logs. Daemon
+threads do the rest: the *batcher* renders queued items to bytes (so the request path never pays
+for templating or JSON) and cuts batches on size, inactivity and age; `send_concurrency`
+*senders* take batches in order and send them, each retrying its batch per max_retry_count /
+retry_delay, so rendering overlaps the network wait (the producer releases the GIL). With one
+sender, batches reach the broker in order; with more, a flush still waits for every batch
+queued before it.
 
 Every entry accepted is eventually counted exactly once as sent or dropped (by reason);
 entries refused by `put()` are counted as dropped and never as accepted.

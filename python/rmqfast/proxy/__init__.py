@@ -20,7 +20,7 @@ from rmqfast.proxy.config import (
     from_mapping,
     load_file,
 )
-from rmqfast.stats import flatten_proxy_stats, render_prometheus
+from rmqfast.stats import flatten_proxy_stats, logger_stats, render_prometheus
 
 __all__ = [
     "Cluster",
@@ -108,5 +108,5 @@ class Proxy:
         return flatten_proxy_stats(self._server.stats())
 
     def prometheus(self) -> str:
-        """The stats as Prometheus text."""
-        return render_prometheus(self._server.stats())
+        """The stats as Prometheus text, with those of any RocketMQLogger in this process."""
+        return render_prometheus(self._server.stats(), logger_stats())

@@ -206,42 +206,89 @@ async fn route(
     let mut answer = match upstream {
         Ok(a) => a,
         Err(e) => {
-            ProxyStats::add(&shared.stats.c.maintenance_failure, 1);
-            let cached = shared.route_cache.lock().unwrap().get(&key).cloned();
-            return match cached {
-                Some(c) => {
-                    ProxyStats::add(&shared.stats.c.route_cache_served, 1);
-                    Ok(Some(c.cmd))
-                }
-                None => Err(format!(
+            return cached_or_error(shared, &key, || {
+                format!(
                     "no name server of cluster {} answered the route lookup for topic {topic:?} \
                      and no cached route exists: {e}",
                     shared.cluster_name(cluster)
-                )),
-            };
+                )
+            });
         }
     };
     if answer.code == resp::SUCCESS {
-        let mut data = TopicRouteData::from_json(&answer.body)
+        let data = TopicRouteData::from_json(&answer.body)
             .map_err(|e| format!("route for topic {topic:?} from the name server: {e}"))?;
-        let mut real = HashSet::new();
-        data.rewrite_broker_addrs(|_, _, addr| {
-            real.insert(addr.to_owned());
-            None
-        });
-        let mapping = map_brokers(shared, real).await?;
-        data.rewrite_broker_addrs(|_, _, addr| mapping.get(addr).cloned());
-        answer.body = data.to_json();
-        ProxyStats::add(&shared.stats.c.route_rewrite, 1);
-        shared.route_cache.lock().unwrap().insert(
-            key,
-            CachedAnswer {
-                cmd: answer.clone(),
-                at: Instant::now(),
-            },
-        );
+        answer = rewrite_and_remember(shared, key, answer, data).await?;
     }
     Ok(Some(answer))
+}
+
+/// No name server answered: the last answer given for `key`, or the error.
+fn cached_or_error(
+    shared: &Shared,
+    key: &str,
+    why: impl FnOnce() -> String,
+) -> Result<Option<RemotingCommand>, String> {
+    ProxyStats::add(&shared.stats.c.maintenance_failure, 1);
+    let cached = shared.route_cache.lock().unwrap().get(key).cloned();
+    match cached {
+        Some(c) => {
+            ProxyStats::add(&shared.stats.c.route_cache_served, 1);
+            Ok(Some(c.cmd))
+        }
+        None => Err(why()),
+    }
+}
+
+/// Route data and cluster info: both carry broker addresses the proxy replaces.
+trait BrokerAddrs: Send {
+    fn rewrite(&mut self, f: &mut dyn FnMut(&str, i64, &str) -> Option<String>);
+    fn json(&self) -> Vec<u8>;
+}
+
+impl BrokerAddrs for TopicRouteData {
+    fn rewrite(&mut self, f: &mut dyn FnMut(&str, i64, &str) -> Option<String>) {
+        self.rewrite_broker_addrs(|b, id, a| f(b, id, a));
+    }
+    fn json(&self) -> Vec<u8> {
+        self.to_json()
+    }
+}
+
+impl BrokerAddrs for ClusterInfo {
+    fn rewrite(&mut self, f: &mut dyn FnMut(&str, i64, &str) -> Option<String>) {
+        self.rewrite_broker_addrs(|b, id, a| f(b, id, a));
+    }
+    fn json(&self) -> Vec<u8> {
+        self.to_json()
+    }
+}
+
+/// Replaces every broker address with the proxy's listener for it (opening listeners for new
+/// brokers), puts the result in the answer's body and caches the answer under `key`.
+async fn rewrite_and_remember<T: BrokerAddrs>(
+    shared: &Arc<Shared>,
+    key: String,
+    mut answer: RemotingCommand,
+    mut data: T,
+) -> Result<RemotingCommand, String> {
+    let mut real = HashSet::new();
+    data.rewrite(&mut |_, _, addr| {
+        real.insert(addr.to_owned());
+        None
+    });
+    let mapping = map_brokers(shared, real).await?;
+    data.rewrite(&mut |_, _, addr| mapping.get(addr).cloned());
+    answer.body = data.json();
+    ProxyStats::add(&shared.stats.c.route_rewrite, 1);
+    shared.route_cache.lock().unwrap().insert(
+        key,
+        CachedAnswer {
+            cmd: answer.clone(),
+            at: Instant::now(),
+        },
+    );
+    Ok(answer)
 }
 
 async fn map_brokers(
@@ -288,37 +335,15 @@ async fn cluster_info(
             Err(e) => errors.push(format!("cluster {}: {e}", shared.cluster_name(i))),
         }
     }
-    let Some((mut answer, mut info)) = merged else {
-        ProxyStats::add(&shared.stats.c.maintenance_failure, 1);
-        let cached = shared.route_cache.lock().unwrap().get(&key).cloned();
-        return match cached {
-            Some(c) => {
-                ProxyStats::add(&shared.stats.c.route_cache_served, 1);
-                Ok(Some(c.cmd))
-            }
-            None => Err(format!(
+    let Some((answer, info)) = merged else {
+        return cached_or_error(shared, &key, || {
+            format!(
                 "no cluster answered GET_BROKER_CLUSTER_INFO: {}",
                 errors.join("; ")
-            )),
-        };
+            )
+        });
     };
-    let mut real = HashSet::new();
-    info.rewrite_broker_addrs(|_, _, addr| {
-        real.insert(addr.to_owned());
-        None
-    });
-    let mapping = map_brokers(shared, real).await?;
-    info.rewrite_broker_addrs(|_, _, addr| mapping.get(addr).cloned());
-    answer.body = info.to_json();
-    ProxyStats::add(&shared.stats.c.route_rewrite, 1);
-    shared.route_cache.lock().unwrap().insert(
-        key,
-        CachedAnswer {
-            cmd: answer.clone(),
-            at: Instant::now(),
-        },
-    );
-    Ok(Some(answer))
+    Ok(Some(rewrite_and_remember(shared, key, answer, info).await?))
 }
 
 /// Adds another cluster's brokers and cluster membership (the first answer wins on a clash).

@@ -334,7 +334,6 @@ def test_close(rocketmq: DevCluster, topic: str) -> None:
     p.close()  # idempotent
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_fork_needs_a_new_producer(rocketmq: DevCluster, topic: str, producer: Producer) -> None:
     producer.send(topic, b"parent")
     pid = os.fork()

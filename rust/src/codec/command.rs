@@ -344,7 +344,7 @@ fn push_json_string(out: &mut Vec<u8>, s: &str) {
         match escape {
             Some(e) => out.extend_from_slice(e),
             None => {
-                // Control characters (0x01 and 0x02 separate message properties) as \uXXXX.
+                // Control characters (0x01 and 0x02 separate message properties) as \u00NN escapes.
                 let mut buf = String::with_capacity(6);
                 let _ = write!(buf, "\\u{b:04x}");
                 out.extend_from_slice(buf.as_bytes());

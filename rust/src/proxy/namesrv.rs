@@ -42,11 +42,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, _permit: Owned
 
     let wstats = stats.clone();
     let writer = tokio::spawn(async move {
-        let mut out = Vec::new();
+        let mut out = std::collections::VecDeque::new();
         while let Some(f) = rx.recv().await {
-            out.push(f);
+            out.push_back(f);
             while let Ok(f) = rx.try_recv() {
-                out.push(f);
+                out.push_back(f);
             }
             if !write_frames(&mut wr, &mut out, &wstats.c.bytes_proxy_to_client).await {
                 break;

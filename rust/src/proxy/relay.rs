@@ -164,7 +164,7 @@ async fn client_to_upstream(
     let mut last_failure: Option<(Instant, String)> = None;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     // Frames ready to forward, each a zero-copy slice of `buf`.
-    let mut out: Vec<Bytes> = Vec::with_capacity(16);
+    let mut out: VecDeque<Bytes> = VecDeque::with_capacity(16);
 
     loop {
         if buf.capacity() - buf.len() < 16 * 1024 {
@@ -205,7 +205,7 @@ async fn client_to_upstream(
                 // The client answering a broker's request (transaction check, running info).
                 ProxyStats::add(&stats.c.request_decoding_success, 1);
                 if upstream.is_some() {
-                    out.push(frame);
+                    out.push_back(frame);
                 }
                 continue;
             }
@@ -283,7 +283,7 @@ async fn client_to_upstream(
                     stats.end(p.code, p.start.elapsed());
                 }
             }
-            out.push(frame);
+            out.push_back(frame);
         }
         if !flush(&mut upstream, &mut out, stats).await {
             // The broker went away; task B sees the close and ends the connection.
@@ -298,7 +298,7 @@ async fn client_to_upstream(
 /// Writes queued frames to the broker; false if the write failed.
 async fn flush(
     upstream: &mut Option<OwnedWriteHalf>,
-    out: &mut Vec<Bytes>,
+    out: &mut VecDeque<Bytes>,
     stats: &ProxyStats,
 ) -> bool {
     match upstream.as_mut() {
@@ -327,7 +327,7 @@ async fn upstream_to_client(
     let mut shutdown = shared.shutdown.clone();
     let mut upstream: Option<OwnedReadHalf> = None;
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut out: Vec<Bytes> = Vec::with_capacity(16);
+    let mut out: VecDeque<Bytes> = VecDeque::with_capacity(16);
     let tick_every = Duration::from_millis(50)
         .max(shared.config.request_timeout() / 20)
         .min(Duration::from_millis(250));
@@ -344,9 +344,9 @@ async fn upstream_to_client(
             biased;
             _ = done.changed() => break,
             Some(reply) = reply_rx.recv() => {
-                out.push(reply);
+                out.push_back(reply);
                 while let Ok(r) = reply_rx.try_recv() {
-                    out.push(r);
+                    out.push_back(r);
                 }
             }
             Some(rd) = up_rx.recv() => {
@@ -397,13 +397,13 @@ async fn upstream_to_client(
                             Some(req) => {
                                 stats.end(req.code, req.start.elapsed());
                                 stats.on_response(view.code);
-                                out.push(frame);
+                                out.push_back(frame);
                             }
                             None => ProxyStats::add(&stats.c.late_response, 1),
                         }
                     } else {
                         ProxyStats::add(&stats.c.broker_request, 1);
-                        out.push(frame);
+                        out.push_back(frame);
                     }
                 }
             }
@@ -427,7 +427,7 @@ async fn upstream_to_client(
                         code_name(req.code),
                         waited.as_millis()
                     );
-                    out.push(local_reply(opaque, resp::SYSTEM_BUSY, remark));
+                    out.push_back(local_reply(opaque, resp::SYSTEM_BUSY, remark));
                 }
                 let empty = state.inflight.lock().unwrap().is_empty();
                 if *shutdown.borrow_and_update() {
@@ -469,25 +469,31 @@ async fn upstream_to_client(
     let _ = done_tx.send(true);
 }
 
-async fn write_out(cwr: &mut OwnedWriteHalf, out: &mut Vec<Bytes>, stats: &ProxyStats) -> bool {
+async fn write_out(
+    cwr: &mut OwnedWriteHalf,
+    out: &mut VecDeque<Bytes>,
+    stats: &ProxyStats,
+) -> bool {
     write_frames(cwr, out, &stats.c.bytes_proxy_to_client).await
 }
 
 /// Writes every queued frame with vectored writes (one syscall for many small frames).
 pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
     w: &mut W,
-    out: &mut Vec<Bytes>,
+    out: &mut VecDeque<Bytes>,
     counter: &AtomicU64,
 ) -> bool {
     if out.is_empty() {
         return true;
     }
     let total: usize = out.iter().map(Bytes::len).sum();
+    // The queue is the connection's own and is reused: no allocation per write.
     let mut frames = Frames {
-        parts: out.drain(..).collect(),
+        parts: out,
         remaining: total,
     };
     let ok = w.write_all_buf(&mut frames).await.is_ok();
+    frames.parts.clear();
     if ok {
         ProxyStats::add(counter, total as u64);
     }
@@ -495,12 +501,12 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
 }
 
 /// A queue of byte slices seen as one `Buf`, so tokio can write them vectored.
-struct Frames {
-    parts: VecDeque<Bytes>,
+struct Frames<'a> {
+    parts: &'a mut VecDeque<Bytes>,
     remaining: usize,
 }
 
-impl Buf for Frames {
+impl Buf for Frames<'_> {
     fn remaining(&self) -> usize {
         self.remaining
     }

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use crate::codec::codes::{request as rc, response as resp};
 use crate::codec::frame::{split, FrameView};
-use crate::codec::{RemotingCommand, SerializeType};
+use crate::codec::{HeaderRef, RemotingCommand, SerializeType};
 use crate::stats::ProxyStats;
 
 use super::Shared;
@@ -86,7 +86,8 @@ fn long_poll_hold(code: i32, frame: &[u8], view: &FrameView) -> Duration {
         rc::POP_MESSAGE | rc::NOTIFICATION | rc::PEEK_MESSAGE => "pollTime",
         _ => return Duration::ZERO,
     };
-    RemotingCommand::decode_with_view(frame, view)
+    // Borrowed decode: one field is needed, so nothing is copied (the body included).
+    HeaderRef::decode(frame, view)
         .ok()
         .and_then(|c| c.ext(key).and_then(|v| v.parse::<u64>().ok()))
         .map(Duration::from_millis)

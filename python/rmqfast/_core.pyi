@@ -23,6 +23,7 @@ __all__ = [
     "decode_properties",
     "encode_batch",
     "encode_properties",
+    "json_dumps",
     "proxy_stat_names",
     "request_codes",
     "response_codes",
@@ -94,6 +95,7 @@ def decode(frame: bytes) -> RemotingCommand: ...
 def view(
     frame: bytes,
 ) -> tuple[int, int, int, str, tuple[int, int], tuple[int, int]]: ...
+def json_dumps(obj: object, default: Callable[[Any], object] | None = None) -> bytes: ...
 
 DEFAULT_MAX_INFLATED: Final[int]
 

@@ -4,6 +4,7 @@
 //! `py` holds the thin PyO3 wrappers exposed to Python as `rmqfast._core`.
 
 pub mod codec;
+pub mod json_text;
 pub mod producer;
 pub mod proxy;
 pub mod stats;

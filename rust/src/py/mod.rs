@@ -10,6 +10,7 @@ use crate::codec::{
     SerializeType, DEFAULT_MAX_FRAME_SIZE,
 };
 
+mod json;
 mod message;
 mod producer;
 mod proxy;
@@ -435,6 +436,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyFrameDecoder>()?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add_function(wrap_pyfunction!(view, m)?)?;
+    m.add_function(wrap_pyfunction!(json::json_dumps, m)?)?;
     message::register(m)?;
     producer::register(m)?;
     m.add_class::<proxy::PyProxyServer>()?;

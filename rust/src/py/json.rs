@@ -48,23 +48,9 @@ impl<'py> Writer<'_, 'py> {
         } else if let Ok(f) = v.cast::<PyFloat>() {
             float(&mut self.out, f.value())?;
         } else if let Ok(l) = v.cast::<PyList>() {
-            self.out.push(b'[');
-            for (i, item) in l.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(b',');
-                }
-                self.value(&item, depth + 1)?;
-            }
-            self.out.push(b']');
+            self.array(l.iter(), depth)?;
         } else if let Ok(t) = v.cast::<PyTuple>() {
-            self.out.push(b'[');
-            for (i, item) in t.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(b',');
-                }
-                self.value(&item, depth + 1)?;
-            }
-            self.out.push(b']');
+            self.array(t.iter(), depth)?;
         } else if let Ok(b) = v.cast::<PyBytes>() {
             write_str(&mut self.out, &String::from_utf8_lossy(b.as_bytes()));
         } else if let Ok(b) = v.cast::<PyByteArray>() {
@@ -78,6 +64,22 @@ impl<'py> Writer<'_, 'py> {
                 v.get_type().name()?
             )));
         }
+        Ok(())
+    }
+
+    fn array(
+        &mut self,
+        items: impl Iterator<Item = Bound<'py, PyAny>>,
+        depth: u32,
+    ) -> PyResult<()> {
+        self.out.push(b'[');
+        for (i, item) in items.enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            self.value(&item, depth + 1)?;
+        }
+        self.out.push(b']');
         Ok(())
     }
 

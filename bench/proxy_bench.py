@@ -1,12 +1,16 @@
-"""The proxy benchmark: RocketMQ's own benchmark Producer/Consumer, direct and through rmqfast.
+"""The proxy benchmark: RocketMQ's own benchmark Producer/Consumer, direct, through rmqfast and
+through RocketMQ's own Proxy.
 
-    python bench/proxy_bench.py [--rounds 3] [--duration 20] [--sizes 128,1024] [--write]
+    python bench/proxy_bench.py [--rounds 3] [--duration 20] [--sizes 128,1024]
+                                [--no-rocketmq-proxy] [--write]
 
-Starts a DevCluster (1 name server, 1 broker) and `python -m rmqfast.proxy` as a subprocess (so
-its CPU time and RSS can be read from /proc), then runs
+Starts a DevCluster (1 name server, 1 broker and, unless --no-rocketmq-proxy, RocketMQ 5.3.3's
+own Proxy in cluster mode) and `python -m rmqfast.proxy` as a subprocess (so its CPU time and RSS
+can be read from /proc, like the RocketMQ Proxy JVM's), then runs
 org.apache.rocketmq.example.benchmark.Producer (from rocketmq-example 5.5.0, resolved by
 bench/pom.xml into its own lib directory, never mixed with the 5.3.3 server jars) for a fixed time
-against the broker directly and through the proxy, alternating, for every message size and round.
+against the broker directly ("direct"), through rmqfast ("proxy") and through the RocketMQ Proxy's
+remoting port ("rmqproxy"), in an order rotated every round, for every message size and round.
 A consumer pass (benchmark Consumer draining the backlog, fresh group per run) follows.
 
 Each run's figures are the benchmark's own last report line: TPS and mean RT over its last ~9 s
@@ -30,7 +34,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +47,9 @@ from rmqfast.devcluster import (  # noqa: E402
     CLUSTER_NAME,
     JDK17_FLAGS,
     LOGBACK_XML,
+    PROXY_HEAP,
     DevCluster,
+    _remoting_call,
     cache_root,
     find_java,
     find_mvn,
@@ -57,6 +63,11 @@ PRODUCER_MAIN = "org.apache.rocketmq.example.benchmark.Producer"
 CONSUMER_MAIN = "org.apache.rocketmq.example.benchmark.Consumer"
 BENCH_JVM = ("-Xms256m", "-Xmx256m", "-XX:+UseG1GC")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+QUEUES = 8  # read and write queues of every bench topic
+GET_MAX_OFFSET = 30
+QUERY_CONSUMER_OFFSET = 14
+QUERY_NOT_FOUND = 22
+MODE_NAMES = {"direct": "direct", "proxy": "rmqfast proxy", "rmqproxy": "RocketMQ Proxy"}
 
 SEND_LINE = re.compile(
     r"Send TPS: (?P<tps>\d+) \| Max RT\(ms\): (?P<max>\d+) \| Average RT\(ms\):\s*(?P<avg>[\d.]+)"
@@ -108,7 +119,24 @@ def bench_lib() -> Path:
 
 
 # ------------------------------------------------------------------------------------------------
-# the proxy under test
+# the proxies under test
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15; after the ")" split they are at 11 and 12.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_memory_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in KiB."""
+    vals = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            vals[key] = int(rest.split()[0])
+    return vals["VmRSS"], vals["VmHWM"]
 
 
 class ProxyProcess:
@@ -155,18 +183,11 @@ class ProxyProcess:
                 log(f"proxy: {line.rstrip()}")
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # utime and stime are fields 14 and 15; after the ")" split they are at 11 and 12.
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return proc_cpu_seconds(self.proc.pid)
 
     def memory_kib(self) -> tuple[int, int]:
         """(VmRSS, VmHWM) in KiB."""
-        vals = {}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                vals[key] = int(rest.split()[0])
-        return vals["VmRSS"], vals["VmHWM"]
+        return proc_memory_kib(self.proc.pid)
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.admin}/stats", timeout=5) as r:
@@ -181,6 +202,17 @@ class ProxyProcess:
             self.proc.wait()
 
 
+@dataclass
+class Route:
+    """How a benchmark client reaches the broker: its -n address and the process in between."""
+
+    mode: str  # direct | proxy (rmqfast) | rmqproxy (RocketMQ's own Proxy)
+    namesrv: str
+    pid: int | None = None  # the proxy process, None for direct
+    # The proxy's own relayed-request counter; the RocketMQ Proxy has none (see Run.messages).
+    requests: Callable[[], int] | None = None
+
+
 # ------------------------------------------------------------------------------------------------
 # benchmark runs
 
@@ -188,7 +220,7 @@ class ProxyProcess:
 @dataclass
 class Run:
     kind: str  # producer | consumer
-    mode: str  # direct | proxy
+    mode: str  # direct | proxy | rmqproxy
     size: int
     tps: float
     avg_rt: float
@@ -197,6 +229,10 @@ class Run:
     proxy_cpu_s: float | None = None
     proxy_requests: int | None = None
     proxy_rss_kib: int | None = None
+    # Messages the broker stored (producer) or the run's group committed (consumer) during the run.
+    messages: int | None = None
+    # proxy_requests derived from `messages` rather than counted by the proxy (RocketMQ Proxy).
+    requests_estimated: bool = False
     lines: list[str] = field(default_factory=list)
 
 
@@ -248,52 +284,88 @@ def run_timed(cmd: list[str], pattern: re.Pattern[str], reports: int, timeout: f
     return got
 
 
+def _broker_offset(broker: str, code: int, fields: dict[str, str]) -> int:
+    header, _ = _remoting_call(broker, code, fields, timeout=5.0)
+    if code == QUERY_CONSUMER_OFFSET and header.get("code") == QUERY_NOT_FOUND:
+        return 0
+    if header.get("code") != 0:
+        raise RuntimeError(
+            f"request {code} to {broker}: {header.get('code')} {header.get('remark')}"
+        )
+    return int(header["extFields"]["offset"])
+
+
+def stored_messages(broker: str, topic: str) -> int:
+    """Messages the broker holds in a topic: the sum of its queues' max offsets."""
+    return sum(
+        _broker_offset(broker, GET_MAX_OFFSET, {"topic": topic, "queueId": str(q)})
+        for q in range(QUEUES)
+    )
+
+
+def committed_messages(broker: str, topic: str, group: str) -> int:
+    """Messages a (fresh) consumer group has committed: the sum of its queues' offsets."""
+    return sum(
+        _broker_offset(
+            broker,
+            QUERY_CONSUMER_OFFSET,
+            {"consumerGroup": group, "topic": topic, "queueId": str(q)},
+        )
+        for q in range(QUEUES)
+    )
+
+
 @contextmanager
-def measured(proxy: ProxyProcess | None) -> Iterator[dict[str, Any]]:
+def measured(route: Route, count: Callable[[], int]) -> Iterator[dict[str, Any]]:
+    """CPU, relayed requests and RSS of the route's proxy, and `count()`'s growth, over a run."""
     out: dict[str, Any] = {}
-    if proxy is None:
-        yield out
-        return
-    cpu0, req0 = proxy.cpu_seconds(), proxy.stats()["request"]
+    msg0 = count()
+    cpu0 = proc_cpu_seconds(route.pid) if route.pid else 0.0
+    req0 = route.requests() if route.requests else 0
     yield out
-    out["cpu"] = proxy.cpu_seconds() - cpu0
-    out["requests"] = proxy.stats()["request"] - req0
-    out["rss"] = proxy.memory_kib()[0]
+    out["messages"] = count() - msg0
+    if route.pid:
+        out["cpu"] = proc_cpu_seconds(route.pid) - cpu0
+        out["rss"] = proc_memory_kib(route.pid)[0]
+    if route.requests:
+        out["requests"] = route.requests() - req0
 
 
 def producer_run(
     lib: Path,
     work: Path,
-    namesrv: str,
-    mode: str,
+    broker: str,
+    route: Route,
     topic: str,
     size: int,
     args: argparse.Namespace,
-    proxy: ProxyProcess | None,
 ) -> Run:
     reports = max(1, args.duration - 9)
-    cmd = java_cmd(
-        lib,
-        work,
-        PRODUCER_MAIN,
-        ["-n", namesrv, "-t", topic, "-w", str(args.threads), "-s", str(size), "-ri", "1000"],
-        f"producer-{mode}-{size}",
-    )
-    with measured(proxy) as m:
+    tool_args = ["-n", route.namesrv, "-t", topic, "-w", str(args.threads), "-s", str(size)]
+    tool_args += ["-ri", "1000"]
+    cmd = java_cmd(lib, work, PRODUCER_MAIN, tool_args, f"producer-{route.mode}-{size}")
+    with measured(route, lambda: stored_messages(broker, topic)) as m:
         got = run_timed(cmd, SEND_LINE, reports, args.duration + 60)
     last = SEND_LINE.search(got[-1])
     assert last is not None
+    requests = m.get("requests")
+    estimated = False
+    if requests is None and route.pid:
+        # One sync send per message (plus a heartbeat and a route query every 30 s).
+        requests, estimated = m["messages"], True
     return Run(
         "producer",
-        mode,
+        route.mode,
         size,
         float(last["tps"]),
         float(last["avg"]),
         float(last["max"]),
         int(last["failed"]) + int(last["rfailed"]),
         m.get("cpu"),
-        m.get("requests"),
+        requests,
         m.get("rss"),
+        m["messages"],
+        estimated,
         got,
     )
 
@@ -301,29 +373,25 @@ def producer_run(
 def consumer_run(
     lib: Path,
     work: Path,
-    namesrv: str,
-    mode: str,
+    broker: str,
+    route: Route,
     topic: str,
     size: int,
     args: argparse.Namespace,
-    proxy: ProxyProcess | None,
 ) -> Run:
     reports = max(1, args.consumer_duration - 9)
     group = f"bench_cg_{uuid.uuid4().hex[:8]}"
-    cmd = java_cmd(
-        lib,
-        work,
-        CONSUMER_MAIN,
-        ["-n", namesrv, "-t", topic, "-g", group, "-w", str(args.consumer_threads), "-ri", "1000"],
-        f"consumer-{mode}-{size}",
-    )
-    with measured(proxy) as m:
+    tool_args = ["-n", route.namesrv, "-t", topic, "-g", group]
+    tool_args += ["-w", str(args.consumer_threads), "-ri", "1000"]
+    cmd = java_cmd(lib, work, CONSUMER_MAIN, tool_args, f"consumer-{route.mode}-{size}")
+    with measured(route, lambda: committed_messages(broker, topic, group)) as m:
         got = run_timed(cmd, CONSUME_LINE, reports, args.consumer_duration + 60)
     last = CONSUME_LINE.search(got[-1])
     assert last is not None
+    # The RocketMQ Proxy's pulls are estimated later (estimate_consumer_requests).
     return Run(
         "consumer",
-        mode,
+        route.mode,
         size,
         float(last["tps"]),
         float(last["s2c"]),
@@ -332,20 +400,32 @@ def consumer_run(
         m.get("cpu"),
         m.get("requests"),
         m.get("rss"),
+        m["messages"],
+        False,
         got,
     )
 
 
-def topic_backlog(dc: DevCluster, topic: str) -> int:
-    """Messages stored in a topic: the sum of its queues' max offsets (mqadmin topicStatus)."""
-    out = dc.mqadmin(["topicStatus", "-n", dc.namesrv_addr, "-t", topic], check=True).stdout
-    total = 0
-    for line in out.splitlines():
-        cols = line.split()
-        # broker-a  0  0  12345  2026-...  (name, queue id, min offset, max offset, time)
-        if len(cols) >= 4 and cols[1].isdigit() and cols[2].isdigit() and cols[3].isdigit():
-            total += int(cols[3])
-    return total
+def estimate_consumer_requests(runs: list[Run]) -> None:
+    """Fill in the RocketMQ Proxy consumer runs' requests, which nothing counts.
+
+    The pulls a run makes follow from the messages it gets (up to 32 per pull) and the client's
+    fixed background (offset commits, heartbeats): the same client and backlog through the
+    rmqfast proxy, which does count, give the requests per committed message.
+    """
+    for r in runs:
+        if (r.kind, r.mode) != ("consumer", "rmqproxy") or r.proxy_requests is not None:
+            continue
+        ratios = [
+            p.proxy_requests / p.messages
+            for p in runs
+            if (p.kind, p.mode, p.size) == ("consumer", "proxy", r.size)
+            and p.proxy_requests
+            and p.messages
+        ]
+        if ratios and r.messages:
+            r.proxy_requests = round(r.messages * median(ratios))
+            r.requests_estimated = True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -356,38 +436,63 @@ def median(xs: Sequence[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def _cpu_per_100k(runs: list[Run]) -> float:
+    return median(
+        [r.proxy_cpu_s / r.proxy_requests * 1e5 for r in runs if r.proxy_cpu_s and r.proxy_requests]
+    )
+
+
+def _rss_mib(runs: list[Run]) -> float:
+    return max((r.proxy_rss_kib or 0) for r in runs) / 1024 if runs else float("nan")
+
+
+def _rt(runs: list[Run]) -> str:
+    return f"{median([r.avg_rt for r in runs]):.2f} / {median([r.max_rt for r in runs]):.0f}"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.1%}" if b else "n/a"
+
+
 def table(
-    runs: list[Run], args: argparse.Namespace, peak_kib: int, load: tuple[float, float]
+    runs: list[Run],
+    args: argparse.Namespace,
+    peak_kib: int,
+    load: tuple[float, float],
+    rmq_peak_kib: int | None = None,
 ) -> str:
-    rows = [
+    with_rmq = any(r.mode == "rmqproxy" for r in runs)
+    header = (
         "| workload | size | direct msg/s | proxy msg/s | proxy/direct | direct RT mean / max (ms) "
-        "| proxy RT mean / max (ms) | proxy CPU s per 100k req | proxy RSS (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+        "| proxy RT mean / max (ms) | proxy CPU s per 100k req | proxy RSS (MiB) |"
+    )
+    if with_rmq:
+        header += (
+            " RocketMQ Proxy msg/s | rmqfast/RocketMQ Proxy | RocketMQ Proxy RT mean / max (ms) "
+            "| RocketMQ Proxy CPU s per 100k req | RocketMQ Proxy RSS (MiB) |"
+        )
+    rows = [header, "|---" * (14 if with_rmq else 9) + "|"]
     keys = sorted({(r.kind, r.size) for r in runs}, key=lambda k: (k[0] != "producer", k[1]))
     for kind, size in keys:
         d = [r for r in runs if (r.kind, r.size, r.mode) == (kind, size, "direct")]
         p = [r for r in runs if (r.kind, r.size, r.mode) == (kind, size, "proxy")]
-        dt, pt = median([r.tps for r in d]), median([r.tps for r in p])
-        per100k = median(
-            [
-                r.proxy_cpu_s / r.proxy_requests * 1e5
-                for r in p
-                if r.proxy_cpu_s and r.proxy_requests
-            ]
-        )
-        rss = max((r.proxy_rss_kib or 0) for r in p) / 1024 if p else float("nan")
+        q = [r for r in runs if (r.kind, r.size, r.mode) == (kind, size, "rmqproxy")]
+        dt, pt, qt = (median([r.tps for r in x]) for x in (d, p, q))
         if kind == "producer":
-            what = "send (sync)"
-            drt = f"{median([r.avg_rt for r in d]):.2f} / {median([r.max_rt for r in d]):.0f}"
-            prt = f"{median([r.avg_rt for r in p]):.2f} / {median([r.max_rt for r in p]):.0f}"
+            what, drt, prt, qrt = "send (sync)", _rt(d), _rt(p), _rt(q)
         else:
             # Draining a backlog: the consumer's latencies are the messages' age, not RT.
-            what, drt, prt = "consume (push, backlog)", "n/a", "n/a"
-        rows.append(
-            f"| {what} | {size} B | {dt:,.0f} | {pt:,.0f} | {pt / dt:.1%} | {drt} | {prt} "
-            f"| {per100k:.2f} | {rss:.1f} |"
+            what, drt, prt, qrt = "consume (push, backlog)", "n/a", "n/a", "n/a"
+        row = (
+            f"| {what} | {size} B | {dt:,.0f} | {pt:,.0f} | {_ratio(pt, dt)} | {drt} | {prt} "
+            f"| {_cpu_per_100k(p):.2f} | {_rss_mib(p):.1f} |"
         )
+        if with_rmq:
+            row += (
+                f" {qt:,.0f} | {_ratio(pt, qt)} | {qrt} | {_cpu_per_100k(q):.2f} "
+                f"| {_rss_mib(q):.1f} |"
+            )
+        rows.append(row)
     cmd = "python bench/proxy_bench.py " + " ".join(sys.argv[1:])
     notes = [
         "",
@@ -403,14 +508,31 @@ def table(
         "server, 1 broker), everything on the same 2 cores, so the proxy's CPU is taken from "
         "the broker and the client.",
         "- direct = client → broker; proxy = client → `python -m rmqfast.proxy` (its own "
-        "process, 2 worker threads) → broker. Runs alternate direct/proxy within each round.",
+        "process, 2 worker threads) → broker"
+        + (
+            "; RocketMQ Proxy = client → RocketMQ 5.3.3's own Proxy (`rocketmq-proxy`, "
+            "ProxyStartup in cluster mode, the client's `-n` is its remoting port, its own JVM "
+            f"with `{' '.join(PROXY_HEAP)}`) → broker. Within each round the runs go in turn "
+            "through all three, in an order rotated every round."
+            if with_rmq
+            else ". Runs alternate direct/proxy within each round."
+        ),
         "- Mean RT / max RT: the producer's send RT (mean over the window, max since the "
         "start of the run, JIT warm-up included). The consumer drains the backlog the "
         "producer runs left (a fresh group per run starts at offset 0), so its figure is "
         "delivery throughput; its latencies are the messages' age and are not shown.",
         "- Proxy CPU: utime+stime of the proxy process during the run (/proc/PID/stat) divided "
         "by the requests it relayed; RSS: VmRSS after the run "
-        f"(peak VmHWM {peak_kib / 1024:.1f} MiB).",
+        f"(peak VmHWM {peak_kib / 1024:.1f} MiB)"
+        + (
+            ". The same for the RocketMQ Proxy's JVM (peak VmHWM "
+            f"{(rmq_peak_kib or 0) / 1024:.1f} MiB), which counts no requests: for sends they "
+            "are the messages the broker stored during the run (one sync send each), for "
+            "consumer pulls the messages the run's group committed times the requests per "
+            "committed message that the rmqfast proxy counted for the same client and backlog."
+            if with_rmq
+            else "."
+        ),
         f"- 1-minute load average at the start / end of the benchmark: {load[0]:.1f} / "
         f"{load[1]:.1f} (above 2 means other jobs shared the 2 cores and the figures are noisy).",
     ]
@@ -455,8 +577,12 @@ def main() -> int:
         help="extra flags for python -m rmqfast.proxy, e.g. '--worker-threads 1'",
     )
     ap.add_argument(
-        "--warmup", type=int, default=1, help="1: a discarded direct+proxy run first [1]"
+        "--rocketmq-proxy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run through RocketMQ's own Proxy (cluster mode, remoting) [on]",
     )
+    ap.add_argument("--warmup", type=int, default=1, help="1: a discarded run per mode first [1]")
     ap.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     ap.add_argument("--json", type=Path, help="also write every run as JSON here")
     args = ap.parse_args()
@@ -465,11 +591,30 @@ def main() -> int:
     t_start = time.monotonic()
     load_start = os.getloadavg()[0]
     runs: list[Run] = []
-    with DevCluster(namesrvs=1, brokers=1) as dc:
+    rmq_peak: int | None = None
+    with DevCluster(namesrvs=1, brokers=1, proxy=args.rocketmq_proxy) as dc:
         work = dc.dir / "bench"
         work.mkdir(parents=True, exist_ok=True)
+        broker = dc.brokers["broker-a"]
         proxy = ProxyProcess(dc.namesrv_addr, args.proxy_args.split())
         try:
+            routes = [
+                Route("direct", dc.namesrv_addr),
+                Route(
+                    "proxy",
+                    proxy.namesrv_addr,
+                    proxy.proc.pid,
+                    lambda: int(proxy.stats()["request"]),
+                ),
+            ]
+            if args.rocketmq_proxy:
+                assert dc.proxy_addr is not None
+                routes.append(Route("rmqproxy", dc.proxy_addr, dc.pids()["proxy"]))
+
+            def order(rnd: int) -> list[Route]:
+                k = rnd % len(routes)
+                return routes[k:] + routes[:k]
+
             topics = {s: f"bench_{s}_{uuid.uuid4().hex[:6]}" for s in sizes}
             for t in topics.values():
                 dc.mqadmin(
@@ -482,84 +627,70 @@ def main() -> int:
                         "-t",
                         t,
                         "-r",
-                        "8",
+                        str(QUEUES),
                         "-w",
-                        "8",
+                        str(QUEUES),
                     ],
                     check=True,
                 )
             if args.warmup:
-                # Discarded: the broker's JIT and page cache warm up on the first runs.
-                for mode in ("direct", "proxy"):
-                    ns = dc.namesrv_addr if mode == "direct" else proxy.namesrv_addr
-                    w = producer_run(
-                        lib,
-                        work,
-                        ns,
-                        mode,
-                        topics[sizes[0]],
-                        sizes[0],
-                        args,
-                        proxy if mode == "proxy" else None,
-                    )
-                    log(f"warm-up {mode}: {w.tps:.0f} msg/s (discarded)")
+                # Discarded: the broker's (and the RocketMQ Proxy's) JIT and the page cache warm
+                # up on the first runs.
+                for route in routes:
+                    w = producer_run(lib, work, broker, route, topics[sizes[0]], sizes[0], args)
+                    log(f"warm-up {route.mode}: {w.tps:.0f} msg/s (discarded)")
             for rnd in range(args.rounds):
                 for size in sizes:
-                    order = ("direct", "proxy") if rnd % 2 == 0 else ("proxy", "direct")
-                    for mode in order:
-                        ns = dc.namesrv_addr if mode == "direct" else proxy.namesrv_addr
-                        r = producer_run(
-                            lib,
-                            work,
-                            ns,
-                            mode,
-                            topics[size],
-                            size,
-                            args,
-                            proxy if mode == "proxy" else None,
-                        )
+                    for route in order(rnd):
+                        r = producer_run(lib, work, broker, route, topics[size], size, args)
                         runs.append(r)
                         log(
-                            f"round {rnd + 1} producer {size} B {mode}: {r.tps:.0f} msg/s, "
-                            f"RT {r.avg_rt:.2f}/{r.max_rt:.0f} ms"
+                            f"round {rnd + 1} producer {size} B {r.mode}: {r.tps:.0f} msg/s, "
+                            f"RT {r.avg_rt:.2f}/{r.max_rt:.0f} ms, {r.messages} stored"
                             + (
-                                f", proxy {r.proxy_cpu_s:.1f} CPU s for {r.proxy_requests} req"
+                                f", {MODE_NAMES[r.mode]} {r.proxy_cpu_s:.1f} CPU s for "
+                                f"{r.proxy_requests} req"
                                 if r.proxy_cpu_s is not None
                                 else ""
                             )
                         )
             size = sizes[0]
             if args.consumer_rounds:
-                backlog = topic_backlog(dc, topics[size])
+                backlog = stored_messages(broker, topics[size])
                 log(f"consumer pass: backlog of {backlog} messages in {topics[size]}")
                 if args.warmup:
-                    w = consumer_run(
-                        lib, work, dc.namesrv_addr, "direct", topics[size], size, args, None
-                    )
-                    log(f"consumer warm-up direct: {w.tps:.0f} msg/s (discarded)")
+                    # The broker's pull path, and the RocketMQ Proxy's JIT for it.
+                    for route in routes:
+                        if route.mode == "proxy":
+                            continue
+                        w = consumer_run(lib, work, broker, route, topics[size], size, args)
+                        log(f"consumer warm-up {route.mode}: {w.tps:.0f} msg/s (discarded)")
             for rnd in range(args.consumer_rounds):
-                order = ("direct", "proxy") if rnd % 2 == 0 else ("proxy", "direct")
-                for mode in order:
-                    ns = dc.namesrv_addr if mode == "direct" else proxy.namesrv_addr
-                    r = consumer_run(
-                        lib,
-                        work,
-                        ns,
-                        mode,
-                        topics[size],
-                        size,
-                        args,
-                        proxy if mode == "proxy" else None,
-                    )
+                for route in order(rnd):
+                    r = consumer_run(lib, work, broker, route, topics[size], size, args)
                     runs.append(r)
-                    log(f"round {rnd + 1} consumer {size} B {mode}: {r.tps:.0f} msg/s")
+                    log(
+                        f"round {rnd + 1} consumer {size} B {r.mode}: {r.tps:.0f} msg/s, "
+                        f"{r.messages} committed"
+                        + (
+                            f", {MODE_NAMES[r.mode]} {r.proxy_cpu_s:.1f} CPU s"
+                            + (f" for {r.proxy_requests} req" if r.proxy_requests else "")
+                            if r.proxy_cpu_s is not None
+                            else ""
+                        )
+                    )
                     if r.tps * args.consumer_duration > backlog:
                         log("WARNING: the backlog may have run out during this consumer run")
+                    if r.tps == 0:
+                        log(f"WARNING: nothing consumed through {MODE_NAMES[r.mode]}")
             peak = proxy.memory_kib()[1]
+            if args.rocketmq_proxy:
+                rmq_peak = proc_memory_kib(dc.pids()["proxy"])[1]
         finally:
             proxy.stop()
+    estimate_consumer_requests(runs)
     load = (load_start, os.getloadavg()[0])
-    text = table(runs, args, peak, load)
+    text = table(runs, args, peak, load, rmq_peak)
     print(text)
     log(f"total {time.monotonic() - t_start:.0f} s")
     if args.json:

@@ -11,14 +11,24 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import rmqfast
 import rmqfast.devcluster as dc
+from rmqfast.codec import (
+    RequestCode,
+    ResponseCode,
+    TopicRouteData,
+    decode_messages,
+    encode_properties,
+)
 from rmqfast.devcluster import DevCluster, DevClusterError
+
+from .remoting import RemotingClient, wait_for
 
 # Subprocesses must import the same rmqfast as this test run.
 _PYTHONPATH = os.pathsep.join(
@@ -281,3 +291,139 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
             for p in pids:
                 if not _pid_gone(p):
                     os.kill(p, signal.SIGKILL)
+
+
+# -- RocketMQ's own Proxy (cluster mode) -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rocketmq_proxy() -> Iterator[DevCluster]:
+    """namesrv + broker-a + RocketMQ Proxy; stopped (and checked to be gone) after the module."""
+    with DevCluster(namesrvs=1, brokers=1, proxy=True, timeout=120) as cluster:
+        pids = dict(cluster.pids())
+        yield cluster
+    assert all(_pid_gone(p) for p in pids.values()), pids
+    assert cluster.proxy_addr is not None and not _accepting(cluster.proxy_addr)
+
+
+@pytest.mark.integration
+def test_proxy_runs_in_cluster_mode(rocketmq_proxy: DevCluster) -> None:
+    c = rocketmq_proxy
+    assert c.proxy_addr is not None and c.proxy_grpc_addr is not None
+    remoting_port = int(c.proxy_addr.rpartition(":")[2])
+    grpc_port = int(c.proxy_grpc_addr.rpartition(":")[2])
+    assert remoting_port != grpc_port
+    assert _accepting(c.proxy_addr) and _accepting(c.proxy_grpc_addr)
+
+    conf = json.loads((c.dir / "proxy" / "rmq-proxy.json").read_text())
+    assert conf["proxyMode"] == "cluster"
+    assert conf["namesrvAddr"] == c.namesrv_addr
+    assert conf["rocketMQClusterName"] == c.cluster_name
+    assert (conf["remotingListenPort"], conf["grpcServerPort"]) == (remoting_port, grpc_port)
+    assert conf["remotingAccessAddr"] == conf["localServeAddr"] == "127.0.0.1"
+
+    [row] = [r for r in c.status() if r["role"] == "proxy"]
+    assert row["alive"] and row["pid"] == c.pids()["proxy"]
+    argv = Path(f"/proc/{row['pid']}/cmdline").read_bytes().split(b"\0")
+    assert dc.PROXY_MAIN.encode() in argv
+    assert argv[argv.index(b"-pc") + 1] == str(c.dir / "proxy" / "rmq-proxy.json").encode()
+    assert all(flag.encode() in argv for flag in dc.PROXY_HEAP)  # a small heap, like the rest
+    assert c.log_file("proxy").is_file()
+
+    with RemotingClient(c.proxy_addr) as proxy:
+        # The Proxy is not a name server: cluster info is not among its remoting codes.
+        r = proxy.request(RequestCode.GET_BROKER_CLUSTER_INFO)
+        assert r.code == ResponseCode.REQUEST_CODE_NOT_SUPPORTED
+        # Routes come from the cluster's name server, with the broker's address replaced by
+        # the Proxy's own (TBW102 is the broker's auto-create template topic).
+        r = proxy.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "TBW102"})
+        assert r.code == ResponseCode.SUCCESS, r.remark
+        assert TopicRouteData.from_json(r.body).broker_addrs() == {"broker-a": {0: c.proxy_addr}}
+
+
+@pytest.mark.integration
+def test_send_through_proxy_is_stored(rocketmq_proxy: DevCluster) -> None:
+    c = rocketmq_proxy
+    assert c.proxy_addr is not None
+    broker_addr = c.brokers["broker-a"]
+    topic = f"proxy_it_{uuid.uuid4().hex[:8]}"
+
+    with RemotingClient(broker_addr) as broker:
+        # Created on the broker: the Proxy rejects sends to a topic it does not know yet
+        # (message type UNSPECIFIED vs NORMAL, code 13) instead of auto-creating it.
+        created = broker.request(
+            RequestCode.UPDATE_AND_CREATE_TOPIC,
+            {
+                "topic": topic,
+                "defaultTopic": "TBW102",
+                "readQueueNums": "4",
+                "writeQueueNums": "4",
+                "perm": "6",
+                "topicFilterType": "SINGLE_TAG",
+                "topicSysFlag": "0",
+                "order": "false",
+            },
+        )
+        assert created.code == ResponseCode.SUCCESS, created.remark
+
+    with RemotingClient(c.proxy_addr) as proxy:
+
+        def route() -> TopicRouteData | None:
+            r = proxy.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": topic})
+            return TopicRouteData.from_json(r.body) if r.code == ResponseCode.SUCCESS else None
+
+        data = wait_for(route, 30, f"route of {topic} through the Proxy")
+        # Routes through the Proxy point clients back at the Proxy, not at the broker.
+        assert data.broker_addrs() == {"broker-a": {0: c.proxy_addr}}
+        [queue] = data.queue_datas
+        assert (queue["brokerName"], queue["writeQueueNums"]) == ("broker-a", 4)
+        send_addr = data.broker_addrs()["broker-a"][0]
+
+    uniq = uuid.uuid4().hex.upper()
+    body = b"through the RocketMQ Proxy"
+    with RemotingClient(send_addr) as sender:
+        fields = {
+            "a": "rmqfast_proxy_it",
+            "b": topic,
+            "c": "TBW102",
+            "d": "4",
+            "e": "1",
+            "f": "0",
+            "g": str(int(time.time() * 1000)),
+            "h": "0",
+            "i": encode_properties({"WAIT": "true", "UNIQ_KEY": uniq, "KEYS": "k1"}),
+            "j": "0",
+            "k": "false",
+            "n": "broker-a",  # the Proxy forwards by broker name
+        }
+        r = sender.request(RequestCode.SEND_MESSAGE_V2, fields, body=body)
+        assert r.code == ResponseCode.SUCCESS, r.remark
+        assert r.ext_fields["queueId"] == "1"
+        offset = int(r.ext_fields["queueOffset"])
+        no_name = {k: v for k, v in fields.items() if k != "n"}
+        r = sender.request(RequestCode.SEND_MESSAGE_V2, no_name, body=body)
+        assert r.code == ResponseCode.VERSION_NOT_SUPPORTED  # "doesn't have field bname"
+
+    # Stored: read it back from the broker itself, bypassing the Proxy.
+    with RemotingClient(broker_addr) as broker:
+        p = broker.request(
+            RequestCode.PULL_MESSAGE,
+            {
+                "consumerGroup": "rmqfast_proxy_it_cg",
+                "topic": topic,
+                "queueId": "1",
+                "queueOffset": str(offset),
+                "maxMsgNums": "32",
+                "sysFlag": str(0x4),
+                "commitOffset": "0",
+                "suspendTimeoutMillis": "0",
+                "subscription": "*",
+                "subVersion": "0",
+                "expressionType": "TAG",
+            },
+        )
+        assert p.code == ResponseCode.SUCCESS, p.remark
+        [m] = decode_messages(p.body)
+        assert (m.topic, m.queue_id, m.queue_offset, m.body) == (topic, 1, offset, body)
+        assert m.uniq_key == uniq
+        assert m.store_host == broker_addr

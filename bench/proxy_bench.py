@@ -508,7 +508,7 @@ def table(
         "server, 1 broker), everything on the same 2 cores, so the proxy's CPU is taken from "
         "the broker and the client.",
         "- direct = client → broker; proxy = client → `python -m rmqfast.proxy` (its own "
-        "process, 2 worker threads) → broker"
+        f"process, {proxy_workers(args.proxy_args)} worker threads) → broker"
         + (
             "; RocketMQ Proxy = client → RocketMQ 5.3.3's own Proxy (`rocketmq-proxy`, "
             "ProxyStartup in cluster mode, the client's `-n` is its remoting port, its own JVM "
@@ -533,10 +533,20 @@ def table(
             if with_rmq
             else "."
         ),
-        f"- 1-minute load average at the start / end of the benchmark: {load[0]:.1f} / "
-        f"{load[1]:.1f} (above 2 means other jobs shared the 2 cores and the figures are noisy).",
+        f"- 1-minute load average before the first run: {load[0]:.1f} (above 1 means other "
+        "jobs were running and the figures are noisier); at the end: "
+        f"{load[1]:.1f} (the benchmark's own JVMs and client threads).",
     ]
     return "\n".join(rows + notes)
+
+
+def proxy_workers(proxy_args: str) -> int:
+    """The rmqfast proxy's worker threads as the flags set them (2 by default)."""
+    words = proxy_args.replace("=", " ").split()
+    for i, w in enumerate(words[:-1]):
+        if w == "--worker-threads":
+            return int(words[i + 1])
+    return 2
 
 
 def write_results(text: str) -> None:

@@ -564,179 +564,158 @@ fn broker_addrs_dict<'a, 'py>(
     Ok(d)
 }
 
-/// The route of one topic (the GET_ROUTEINFO_BY_TOPIC body); unknown fields survive a rewrite.
-#[pyclass(frozen, module = "rmqfast._core", name = "TopicRouteData")]
-pub struct PyTopicRouteData {
-    inner: Mutex<route::TopicRouteData>,
+/// A Python class over a route body (`route::TopicRouteData` or `route::ClusterInfo`): the
+/// methods both share (JSON in and out, broker addresses, rewriting, equality) plus `$extra`.
+macro_rules! route_body_class {
+    (
+        $(#[$doc:meta])*
+        $py_ty:ident($name:literal, $inner:ty),
+        brokers = |$r:ident| $brokers:expr,
+        { $($extra:tt)* }
+    ) => {
+        $(#[$doc])*
+        #[pyclass(frozen, module = "rmqfast._core", name = $name)]
+        pub struct $py_ty {
+            inner: Mutex<$inner>,
+        }
+
+        #[pymethods]
+        impl $py_ty {
+            /// Parses standard JSON or fastjson's bare-integer-key variant.
+            #[staticmethod]
+            fn from_json(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
+                let text = json_arg(data)?;
+                match py.detach(|| <$inner>::from_json(&text)) {
+                    Ok(v) => Ok($py_ty { inner: Mutex::new(v) }),
+                    Err(e) => Err(route_err(py, &e)),
+                }
+            }
+
+            /// Standard JSON with quoted integer keys.
+            fn to_json<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+                PyBytes::new(py, &lock(&self.inner).to_json())
+            }
+
+            /// {brokerName: {brokerId: "ip:port"}}.
+            fn broker_addrs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+                let $r = lock(&self.inner);
+                broker_addrs_dict(py, $brokers)
+            }
+
+            /// Replaces broker addresses in place, from a dict old → new or a callable
+            /// (broker_name, broker_id, addr) → new address or None to keep it.
+            fn rewrite_broker_addrs(&self, mapping: &Bound<'_, PyAny>) -> PyResult<()> {
+                let addrs = {
+                    let $r = lock(&self.inner);
+                    collect_addrs($brokers)
+                };
+                let r = replacements(addrs, mapping)?;
+                lock(&self.inner).rewrite_broker_addrs(apply(&r));
+                Ok(())
+            }
+
+            fn __eq__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> bool {
+                let Ok(other) = other.cast::<$py_ty>() else {
+                    return false;
+                };
+                if slf.is(other) {
+                    return true;
+                }
+                let a = lock(&slf.get().inner).clone();
+                let b = lock(&other.get().inner);
+                a == *b
+            }
+
+            $($extra)*
+        }
+    };
 }
 
-#[pymethods]
-impl PyTopicRouteData {
-    /// Parses standard JSON or fastjson's bare-integer-key variant.
-    #[staticmethod]
-    fn from_json(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let text = json_arg(data)?;
-        match py.detach(|| route::TopicRouteData::from_json(&text)) {
-            Ok(r) => Ok(PyTopicRouteData {
-                inner: Mutex::new(r),
-            }),
-            Err(e) => Err(route_err(py, &e)),
+route_body_class! {
+    /// The route of one topic (the GET_ROUTEINFO_BY_TOPIC body); unknown fields survive a
+    /// rewrite.
+    PyTopicRouteData("TopicRouteData", route::TopicRouteData),
+    brokers = |r| r.broker_datas.iter(),
+    {
+        /// queueDatas as dicts with the JSON field names.
+        #[getter]
+        fn queue_datas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+            let r = lock(&self.inner);
+            let list = PyList::empty(py);
+            for q in &r.queue_datas {
+                list.append(queue_dict(py, q)?)?;
+            }
+            Ok(list)
         }
-    }
 
-    /// Standard JSON with quoted integer keys.
-    fn to_json<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &lock(&self.inner).to_json())
-    }
-
-    /// queueDatas as dicts with the JSON field names.
-    #[getter]
-    fn queue_datas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let r = lock(&self.inner);
-        let list = PyList::empty(py);
-        for q in &r.queue_datas {
-            list.append(queue_dict(py, q)?)?;
+        /// brokerDatas as dicts with the JSON field names; brokerAddrs has int keys.
+        #[getter]
+        fn broker_datas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+            let r = lock(&self.inner);
+            let list = PyList::empty(py);
+            for bd in &r.broker_datas {
+                list.append(broker_dict(py, bd)?)?;
+            }
+            Ok(list)
         }
-        Ok(list)
-    }
 
-    /// brokerDatas as dicts with the JSON field names; brokerAddrs has int keys.
-    #[getter]
-    fn broker_datas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let r = lock(&self.inner);
-        let list = PyList::empty(py);
-        for bd in &r.broker_datas {
-            list.append(broker_dict(py, bd)?)?;
+        /// orderTopicConf, if present.
+        #[getter]
+        fn order_topic_conf(&self) -> Option<String> {
+            lock(&self.inner).order_topic_conf.clone()
         }
-        Ok(list)
-    }
 
-    /// orderTopicConf, if present.
-    #[getter]
-    fn order_topic_conf(&self) -> Option<String> {
-        lock(&self.inner).order_topic_conf.clone()
-    }
-
-    /// {brokerName: {brokerId: "ip:port"}}.
-    fn broker_addrs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        broker_addrs_dict(py, lock(&self.inner).broker_datas.iter())
-    }
-
-    /// Replaces broker addresses in place, from a dict old → new or a callable
-    /// (broker_name, broker_id, addr) → new address or None to keep it.
-    fn rewrite_broker_addrs(&self, mapping: &Bound<'_, PyAny>) -> PyResult<()> {
-        let addrs = collect_addrs(lock(&self.inner).broker_datas.iter());
-        let r = replacements(addrs, mapping)?;
-        lock(&self.inner).rewrite_broker_addrs(apply(&r));
-        Ok(())
-    }
-
-    fn __eq__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> bool {
-        let Ok(other) = other.cast::<PyTopicRouteData>() else {
-            return false;
-        };
-        if slf.is(other) {
-            return true;
+        fn __repr__(&self) -> String {
+            let r = lock(&self.inner);
+            let names: Vec<&str> = r
+                .broker_datas
+                .iter()
+                .map(|b| b.broker_name.as_str())
+                .collect();
+            format!(
+                "TopicRouteData(brokers={names:?}, queue_datas={})",
+                r.queue_datas.len()
+            )
         }
-        let a = lock(&slf.get().inner).clone();
-        let b = lock(&other.get().inner);
-        a == *b
-    }
-
-    fn __repr__(&self) -> String {
-        let r = lock(&self.inner);
-        let names: Vec<&str> = r
-            .broker_datas
-            .iter()
-            .map(|b| b.broker_name.as_str())
-            .collect();
-        format!(
-            "TopicRouteData(brokers={names:?}, queue_datas={})",
-            r.queue_datas.len()
-        )
     }
 }
 
-/// Brokers and clusters (the GET_BROKER_CLUSTER_INFO body); unknown fields survive a rewrite.
-#[pyclass(frozen, module = "rmqfast._core", name = "ClusterInfo")]
-pub struct PyClusterInfo {
-    inner: Mutex<route::ClusterInfo>,
-}
-
-#[pymethods]
-impl PyClusterInfo {
-    /// Parses standard JSON or fastjson's bare-integer-key variant.
-    #[staticmethod]
-    fn from_json(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let text = json_arg(data)?;
-        match py.detach(|| route::ClusterInfo::from_json(&text)) {
-            Ok(c) => Ok(PyClusterInfo {
-                inner: Mutex::new(c),
-            }),
-            Err(e) => Err(route_err(py, &e)),
+route_body_class! {
+    /// Brokers and clusters (the GET_BROKER_CLUSTER_INFO body); unknown fields survive a
+    /// rewrite.
+    PyClusterInfo("ClusterInfo", route::ClusterInfo),
+    brokers = |c| c.broker_addr_table.values(),
+    {
+        /// brokerAddrTable: {brokerName: broker dict}, brokerAddrs with int keys.
+        #[getter]
+        fn broker_addr_table<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+            let c = lock(&self.inner);
+            let d = PyDict::new(py);
+            for (name, bd) in &c.broker_addr_table {
+                d.set_item(name, broker_dict(py, bd)?)?;
+            }
+            Ok(d)
         }
-    }
 
-    /// Standard JSON with quoted integer keys.
-    fn to_json<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &lock(&self.inner).to_json())
-    }
-
-    /// brokerAddrTable: {brokerName: broker dict}, brokerAddrs with int keys.
-    #[getter]
-    fn broker_addr_table<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let c = lock(&self.inner);
-        let d = PyDict::new(py);
-        for (name, bd) in &c.broker_addr_table {
-            d.set_item(name, broker_dict(py, bd)?)?;
+        /// clusterAddrTable: {cluster: [brokerName, ...]}.
+        #[getter]
+        fn cluster_addr_table<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+            let c = lock(&self.inner);
+            let d = PyDict::new(py);
+            for (cluster, names) in &c.cluster_addr_table {
+                d.set_item(cluster, PyList::new(py, names)?)?;
+            }
+            Ok(d)
         }
-        Ok(d)
-    }
 
-    /// clusterAddrTable: {cluster: [brokerName, ...]}.
-    #[getter]
-    fn cluster_addr_table<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let c = lock(&self.inner);
-        let d = PyDict::new(py);
-        for (cluster, names) in &c.cluster_addr_table {
-            d.set_item(cluster, PyList::new(py, names)?)?;
+        fn __repr__(&self) -> String {
+            let c = lock(&self.inner);
+            format!(
+                "ClusterInfo(clusters={:?}, brokers={:?})",
+                c.cluster_addr_table.keys().collect::<Vec<_>>(),
+                c.broker_addr_table.keys().collect::<Vec<_>>()
+            )
         }
-        Ok(d)
-    }
-
-    /// {brokerName: {brokerId: "ip:port"}}.
-    fn broker_addrs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        broker_addrs_dict(py, lock(&self.inner).broker_addr_table.values())
-    }
-
-    /// Replaces broker addresses in place, from a dict old → new or a callable
-    /// (broker_name, broker_id, addr) → new address or None to keep it.
-    fn rewrite_broker_addrs(&self, mapping: &Bound<'_, PyAny>) -> PyResult<()> {
-        let addrs = collect_addrs(lock(&self.inner).broker_addr_table.values());
-        let r = replacements(addrs, mapping)?;
-        lock(&self.inner).rewrite_broker_addrs(apply(&r));
-        Ok(())
-    }
-
-    fn __eq__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> bool {
-        let Ok(other) = other.cast::<PyClusterInfo>() else {
-            return false;
-        };
-        if slf.is(other) {
-            return true;
-        }
-        let a = lock(&slf.get().inner).clone();
-        let b = lock(&other.get().inner);
-        a == *b
-    }
-
-    fn __repr__(&self) -> String {
-        let c = lock(&self.inner);
-        format!(
-            "ClusterInfo(clusters={:?}, brokers={:?})",
-            c.cluster_addr_table.keys().collect::<Vec<_>>(),
-            c.broker_addr_table.keys().collect::<Vec<_>>()
-        )
     }
 }
 

@@ -1,12 +1,17 @@
-"""Shared fixtures: a real local RocketMQ started through rmqfast.devcluster."""
+"""Shared fixtures: a real local RocketMQ started through rmqfast.devcluster, and loggers
+wired to an in-process producer for the middleware tests."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from rmqfast.devcluster import DevCluster
+from rmqfast.logger import RocketMQLogger, set_metadata
+
+from .test_logger_support import FakeProducer
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +24,26 @@ def rocketmq() -> Iterator[DevCluster]:
         broker_props={"transactionTimeOut": 1000, "transactionCheckInterval": 1000},
     ) as cluster:
         yield cluster
+
+
+@pytest.fixture
+def fake() -> FakeProducer:
+    """A producer that records what it is given, in this process."""
+    return FakeProducer()
+
+
+@pytest.fixture
+def make(fake: FakeProducer) -> Iterator[Any]:
+    """make(**attributes) -> a RocketMQLogger sending to `fake`; closed after the test."""
+    made: list[RocketMQLogger] = []
+
+    def factory(**kw: Any) -> RocketMQLogger:
+        kw.setdefault("inactive_timeout", 60)
+        lg = RocketMQLogger(["127.0.0.1:9876"], "t", producer_factory=lambda: fake, **kw)
+        made.append(lg)
+        return lg
+
+    yield factory
+    for lg in made:
+        lg.close(2)
+    set_metadata()

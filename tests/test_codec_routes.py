@@ -58,5 +58,5 @@ def test_cluster_info_reads_and_rewrites() -> None:
 def test_bad_route_bodies_say_where() -> None:
     with pytest.raises(RouteError, match="at byte 35: expected value"):
         TopicRouteData.from_json(b'{"brokerDatas":[{"brokerAddrs":{0:}}]}')
-    with pytest.raises(RouteError, match="at byte 0: .*expected struct ClusterInfo"):
+    with pytest.raises(RouteError, match=r"at byte 0: .*expected struct ClusterInfo"):
         ClusterInfo.from_json(b"[1,2]")

@@ -6,10 +6,9 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,7 +17,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
-from rmqfast.logger import ASGIMiddleware, RocketMQLogger, set_metadata
+from rmqfast.logger import ASGIMiddleware, RocketMQLogger
 
 from .test_logger_support import FakeProducer, wait_until
 
@@ -65,27 +64,6 @@ def starlette_app(lifespan: Any = None) -> Starlette:
             WebSocketRoute("/ws", ws),
         ],
     )
-
-
-@pytest.fixture
-def fake() -> FakeProducer:
-    return FakeProducer()
-
-
-@pytest.fixture
-def make(fake: FakeProducer) -> Iterator[Any]:
-    made: list[RocketMQLogger] = []
-
-    def factory(**kw: Any) -> RocketMQLogger:
-        kw.setdefault("inactive_timeout", 60)
-        lg = RocketMQLogger(NS, "t", producer_factory=lambda: fake, **kw)
-        made.append(lg)
-        return lg
-
-    yield factory
-    for lg in made:
-        lg.close(2)
-    set_metadata()
 
 
 def one_entry(lg: RocketMQLogger, fake: FakeProducer) -> dict[str, Any]:

@@ -14,28 +14,6 @@ from rmqfast.logger import RocketMQLogger, WSGIMiddleware
 
 from .test_logger_support import FakeProducer
 
-NS = ["127.0.0.1:9876"]
-
-
-@pytest.fixture
-def fake() -> FakeProducer:
-    return FakeProducer()
-
-
-@pytest.fixture
-def make(fake: FakeProducer) -> Iterator[Any]:
-    made: list[RocketMQLogger] = []
-
-    def factory(**kw: Any) -> RocketMQLogger:
-        kw.setdefault("inactive_timeout", 60)
-        lg = RocketMQLogger(NS, "t", producer_factory=lambda: fake, **kw)
-        made.append(lg)
-        return lg
-
-    yield factory
-    for lg in made:
-        lg.close(2)
-
 
 def flask_app() -> Flask:
     app = Flask("logger_test")

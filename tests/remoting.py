@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from rmqfast.codec import FrameDecoder, RemotingCommand
+from rmqfast.codec import FrameDecoder, RemotingCommand, RequestCode, ResponseCode, TopicRouteData
 
 T = TypeVar("T")
 
@@ -75,3 +75,43 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
             return result
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+def create_topic_fields(topic: str, queues: int = 4) -> dict[str, str]:
+    """extFields of an UPDATE_AND_CREATE_TOPIC request for a plain read-write topic."""
+    return {
+        "topic": topic,
+        "defaultTopic": "TBW102",
+        "readQueueNums": str(queues),
+        "writeQueueNums": str(queues),
+        "perm": "6",
+        "topicFilterType": "SINGLE_TAG",
+        "topicSysFlag": "0",
+        "order": "false",
+    }
+
+
+def route_of(client: RemotingClient, topic: str) -> TopicRouteData | None:
+    """The topic's route as `client` (a name server or a proxy) answers it; None if unknown."""
+    r = client.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": topic})
+    return TopicRouteData.from_json(r.body) if r.code == ResponseCode.SUCCESS else None
+
+
+def pull_fields(
+    group: str, topic: str, queue_id: int, offset: int, max_nums: int = 32
+) -> dict[str, str]:
+    """extFields of a PULL_MESSAGE request that reads without holding (no long poll) and
+    commits nothing."""
+    return {
+        "consumerGroup": group,
+        "topic": topic,
+        "queueId": str(queue_id),
+        "queueOffset": str(offset),
+        "maxMsgNums": str(max_nums),
+        "sysFlag": str(0x4),
+        "commitOffset": "0",
+        "suspendTimeoutMillis": "0",
+        "subscription": "*",
+        "subVersion": "0",
+        "expressionType": "TAG",
+    }

@@ -17,7 +17,7 @@ from rmqfast.codec import (
 )
 from rmqfast.devcluster import DevCluster
 
-from .remoting import RemotingClient, wait_for
+from .remoting import RemotingClient, create_topic_fields, pull_fields, route_of, wait_for
 
 
 def send_v2_fields(topic: str, broker: str, queue_id: int, props: dict[str, str]) -> dict[str, str]:
@@ -45,23 +45,13 @@ def test_create_route_send_batch_pull(rocketmq: DevCluster) -> None:
     with RemotingClient(broker_addr) as broker:
         created = broker.request(
             RequestCode.UPDATE_AND_CREATE_TOPIC,
-            {
-                "topic": topic,
-                "defaultTopic": "TBW102",
-                "readQueueNums": "4",
-                "writeQueueNums": "4",
-                "perm": "6",
-                "topicFilterType": "SINGLE_TAG",
-                "topicSysFlag": "0",
-                "order": "false",
-            },
+            create_topic_fields(topic),
         )
         assert created.code == ResponseCode.SUCCESS, created.remark
 
         def route() -> TopicRouteData | None:
             with RemotingClient(namesrv) as ns:
-                r = ns.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": topic})
-            return TopicRouteData.from_json(r.body) if r.code == ResponseCode.SUCCESS else None
+                return route_of(ns, topic)
 
         data = wait_for(route, 30, f"route of {topic} on the name server")
         assert data.broker_addrs() == {broker_name: {0: broker_addr}}
@@ -107,19 +97,7 @@ def test_create_route_send_batch_pull(rocketmq: DevCluster) -> None:
         def pull() -> list[MessageExt] | None:
             p = broker.request(
                 RequestCode.PULL_MESSAGE,
-                {
-                    "consumerGroup": "rmqfast_codec_it_cg",
-                    "topic": topic,
-                    "queueId": "0",
-                    "queueOffset": "0",
-                    "maxMsgNums": "32",
-                    "sysFlag": str(0x4),
-                    "commitOffset": "0",
-                    "suspendTimeoutMillis": "0",
-                    "subscription": "*",
-                    "subVersion": "0",
-                    "expressionType": "TAG",
-                },
+                pull_fields("rmqfast_codec_it_cg", topic, 0, 0, 32),
             )
             if p.code != ResponseCode.SUCCESS:
                 return None

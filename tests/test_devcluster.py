@@ -28,7 +28,7 @@ from rmqfast.codec import (
 )
 from rmqfast.devcluster import DevCluster, DevClusterError
 
-from .remoting import RemotingClient, wait_for
+from .remoting import RemotingClient, create_topic_fields, pull_fields, route_of, wait_for
 
 # Subprocesses must import the same rmqfast as this test run.
 _PYTHONPATH = os.pathsep.join(
@@ -353,26 +353,12 @@ def test_send_through_proxy_is_stored(rocketmq_proxy: DevCluster) -> None:
         # (message type UNSPECIFIED vs NORMAL, code 13) instead of auto-creating it.
         created = broker.request(
             RequestCode.UPDATE_AND_CREATE_TOPIC,
-            {
-                "topic": topic,
-                "defaultTopic": "TBW102",
-                "readQueueNums": "4",
-                "writeQueueNums": "4",
-                "perm": "6",
-                "topicFilterType": "SINGLE_TAG",
-                "topicSysFlag": "0",
-                "order": "false",
-            },
+            create_topic_fields(topic),
         )
         assert created.code == ResponseCode.SUCCESS, created.remark
 
     with RemotingClient(c.proxy_addr) as proxy:
-
-        def route() -> TopicRouteData | None:
-            r = proxy.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": topic})
-            return TopicRouteData.from_json(r.body) if r.code == ResponseCode.SUCCESS else None
-
-        data = wait_for(route, 30, f"route of {topic} through the Proxy")
+        data = wait_for(lambda: route_of(proxy, topic), 30, f"route of {topic} through the Proxy")
         # Routes through the Proxy point clients back at the Proxy, not at the broker.
         assert data.broker_addrs() == {"broker-a": {0: c.proxy_addr}}
         [queue] = data.queue_datas
@@ -408,19 +394,7 @@ def test_send_through_proxy_is_stored(rocketmq_proxy: DevCluster) -> None:
     with RemotingClient(broker_addr) as broker:
         p = broker.request(
             RequestCode.PULL_MESSAGE,
-            {
-                "consumerGroup": "rmqfast_proxy_it_cg",
-                "topic": topic,
-                "queueId": "1",
-                "queueOffset": str(offset),
-                "maxMsgNums": "32",
-                "sysFlag": str(0x4),
-                "commitOffset": "0",
-                "suspendTimeoutMillis": "0",
-                "subscription": "*",
-                "subVersion": "0",
-                "expressionType": "TAG",
-            },
+            pull_fields("rmqfast_proxy_it_cg", topic, 1, offset, 32),
         )
         assert p.code == ResponseCode.SUCCESS, p.remark
         [m] = decode_messages(p.body)

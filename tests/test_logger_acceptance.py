@@ -20,7 +20,7 @@ from rmqfast.codec import MessageExt, RequestCode, ResponseCode, decode_messages
 from rmqfast.devcluster import DevCluster
 from rmqfast.logger import ASGIMiddleware, RocketMQLogger, WSGIMiddleware
 
-from .remoting import RemotingClient
+from .remoting import RemotingClient, pull_fields
 from .test_logger_support import wait_until
 from .test_producer import (  # the TLS + ACL 2.0 cluster of the producer tests
     ACL_PASSWORD,
@@ -63,21 +63,7 @@ def consume(
             for (addr, q), offset in offsets.items():
                 r = clients[addr].request(
                     RequestCode.PULL_MESSAGE,
-                    sign(
-                        {
-                            "consumerGroup": "rmqfast_logger_it_cg",
-                            "topic": topic,
-                            "queueId": str(q),
-                            "queueOffset": str(offset),
-                            "maxMsgNums": "1000",
-                            "sysFlag": str(0x4),
-                            "commitOffset": "0",
-                            "suspendTimeoutMillis": "0",
-                            "subscription": "*",
-                            "subVersion": "0",
-                            "expressionType": "TAG",
-                        }
-                    ),
+                    sign(pull_fields("rmqfast_logger_it_cg", topic, q, offset, 1000)),
                 )
                 if r.code == ResponseCode.SUCCESS:
                     msgs = decode_messages(r.body)

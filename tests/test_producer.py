@@ -31,7 +31,7 @@ from rmqfast.codec import (
 )
 from rmqfast.devcluster import DevCluster
 
-from .remoting import RemotingClient, wait_for
+from .remoting import RemotingClient, create_topic_fields, pull_fields, wait_for
 
 RETRY_CODES = {17, 14, 1, 2, 16, 204, 205, 1500}
 # Plain ints: mypy cannot see the members of the dynamically built RequestCode/ResponseCode.
@@ -78,18 +78,7 @@ def create_topic(
         with connect(addr) as b:
             r = b.request(
                 UPDATE_AND_CREATE_TOPIC,
-                sign(
-                    {
-                        "topic": topic,
-                        "defaultTopic": "TBW102",
-                        "readQueueNums": "4",
-                        "writeQueueNums": "4",
-                        "perm": "6",
-                        "topicFilterType": "SINGLE_TAG",
-                        "topicSysFlag": "0",
-                        "order": "false",
-                    }
-                ),
+                sign(create_topic_fields(topic)),
             )
             assert r.code == SUCCESS, r.remark
 
@@ -121,19 +110,9 @@ def pull(
             r = b.request(
                 PULL_MESSAGE,
                 sign(
-                    {
-                        "consumerGroup": "rmqfast_producer_test_cg",
-                        "topic": topic,
-                        "queueId": str(queue_id),
-                        "queueOffset": str(offset + len(out)),
-                        "maxMsgNums": "1000",
-                        "sysFlag": str(0x4),
-                        "commitOffset": "0",
-                        "suspendTimeoutMillis": "0",
-                        "subscription": "*",
-                        "subVersion": "0",
-                        "expressionType": "TAG",
-                    }
+                    pull_fields(
+                        "rmqfast_producer_test_cg", topic, queue_id, offset + len(out), 1000
+                    )
                 ),
             )
             if r.code == SUCCESS:

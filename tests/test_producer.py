@@ -30,6 +30,7 @@ from rmqfast.codec import (
     decode_messages,
 )
 from rmqfast.devcluster import DevCluster
+from rmqfast.proxy import Proxy
 
 from .remoting import RemotingClient, create_topic_fields, pull_fields, wait_for
 
@@ -758,3 +759,44 @@ def test_plaintext_is_refused_by_an_enforcing_broker(secure: SecureCluster) -> N
         assert e.value.retryable is True
     finally:
         p.close()
+
+
+def test_proxy_speaks_tls_upstream(secure: SecureCluster) -> None:
+    """The rmqfast proxy in front of the TLS-enforcing, ACL-protected cluster: clients talk
+    plain to the proxy, the proxy talks TLS (verified against the test CA) to the name server
+    and the broker, and the client's AK/SK signatures pass through untouched."""
+    cfg = {
+        "namesrv": secure.namesrv,
+        "listen": "127.0.0.1:0",
+        "admin": None,
+        "upstream_tls": True,
+        "upstream_tls_ca_file": secure.ca_file,
+    }
+    with Proxy(cfg) as proxy:
+        p = Producer([proxy.namesrv_addr], access_key=ACL_USER, secret_key=ACL_PASSWORD)
+        try:
+            r = p.send(secure.topic, b"through the proxy over TLS", keys="proxy-tls")
+        finally:
+            p.close()
+        st = proxy.stats()
+    assert (st["send_message_v2"], st["upstream_connect_failure"]) == (1, 0)
+    addr = secure.cluster.brokers[r.broker_name]
+    [m] = pull(addr, secure.topic, r.queue_id, r.queue_offset, 1, secure.connect, acl_sign)
+    assert (m.body, m.keys, m.uniq_key) == (b"through the proxy over TLS", "proxy-tls", r.msg_id)
+
+    # Without upstream TLS the enforcing broker drops the proxy's plain connection, so the
+    # send fails (and nothing hangs).
+    plain = {k: v for k, v in cfg.items() if not k.startswith("upstream_tls")}
+    with Proxy(plain) as proxy:
+        p = Producer(
+            [proxy.namesrv_addr],
+            access_key=ACL_USER,
+            secret_key=ACL_PASSWORD,
+            retry_times=0,
+            timeout=5,
+        )
+        try:
+            with pytest.raises(ProducerError):
+                p.send(secure.topic, b"x")
+        finally:
+            p.close()

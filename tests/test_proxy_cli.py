@@ -91,6 +91,18 @@ cluster = "a"
         (("--namesrv", "127.0.0.1:9876", "--max-frame-size", "10"), "max_frame_size"),
         (("--namesrv", "127.0.0.1:9876", "--default-cluster", "zz"), "default_cluster"),
         (("--namesrv", "127.0.0.1:9876", "--log-level", "loud"), "log_level"),
+        (
+            ("--namesrv", "127.0.0.1:9876", "--upstream-tls-ca-file", "/ca.pem"),
+            "upstream_tls_ca_file: only applies with upstream_tls = true",
+        ),
+        (
+            ("--namesrv", "127.0.0.1:9876", "--upstream-tls", "--upstream-tls-ca-file", "/no.pem"),
+            "upstream_tls_ca_file: '/no.pem' is not a readable file",
+        ),
+        (
+            ("--namesrv", "127.0.0.1:9876", "--upstream-tls-no-verify"),
+            "upstream_tls_verify: only applies with upstream_tls = true",
+        ),
     ],
 )
 def test_config_errors_name_the_field_and_exit_nonzero(args: tuple[str, ...], message: str) -> None:
@@ -118,6 +130,9 @@ def test_file_errors_name_the_key(tmp_path: Path) -> None:
         load_file(bad)
     bad.write_text('namesrv = "127.0.0.1:9876"\nidle_timeout_s = "long"\n')
     with pytest.raises(ConfigError, match="idle_timeout_s: expected an integer"):
+        load_file(bad)
+    bad.write_text('namesrv = "127.0.0.1:9876"\nupstream_tls = "yes"\n')
+    with pytest.raises(ConfigError, match="upstream_tls: expected true or false"):
         load_file(bad)
     bad.write_text("[[routes]]\nexact = 'x'\n")
     with pytest.raises(ConfigError, match=r"routes\[0\]"):

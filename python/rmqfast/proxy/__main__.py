@@ -72,6 +72,34 @@ _FLAGS: list[tuple[str, str, type, str]] = [
         "frames queued toward one peer before reading from the other side pauses [1024]",
     ),
     ("--log-level", "log_level", str, "debug, info, warning or error [info]"),
+    (
+        "--upstream-tls-ca-file",
+        "upstream_tls_ca_file",
+        str,
+        "PEM file of CA certificates to trust for upstream TLS [the built-in web roots]",
+    ),
+    (
+        "--upstream-tls-server-name",
+        "upstream_tls_server_name",
+        str,
+        "name to verify upstream certificates against (and send as SNI) [each address's host]",
+    ),
+]
+
+# On/off options: (flag, field, value set, help).
+_SWITCHES: list[tuple[str, str, bool, str]] = [
+    (
+        "--upstream-tls",
+        "upstream_tls",
+        True,
+        "speak TLS to name servers and brokers (clusters in TLS enforcing mode)",
+    ),
+    (
+        "--upstream-tls-no-verify",
+        "upstream_tls_verify",
+        False,
+        "with --upstream-tls: accept any upstream certificate (insecure; asked for explicitly)",
+    ),
 ]
 
 
@@ -91,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for flag, dest, typ, text in _FLAGS:
         p.add_argument(flag, dest=dest, type=typ, help=text, default=None)
+    for flag, dest, value, text in _SWITCHES:
+        p.add_argument(flag, dest=dest, action="store_const", const=value, default=None, help=text)
     p.add_argument(
         "--check-config", action="store_true", help="validate the configuration and exit"
     )
@@ -103,7 +133,7 @@ def resolve_config(args: argparse.Namespace) -> ProxyConfig:
     if args.namesrv:
         cfg.clusters = [c for c in cfg.clusters if c.name != "default"]
         cfg.clusters.insert(0, Cluster("default", parse_namesrv(list(args.namesrv))))
-    for _flag, dest, _typ, _text in _FLAGS:
+    for dest in [f[1] for f in _FLAGS] + [s[1] for s in _SWITCHES]:
         v = getattr(args, dest)
         if v is not None:
             setattr(cfg, dest, None if dest == "admin" and v == "off" else v)

@@ -61,6 +61,10 @@ class ProxyConfig:
     worker_threads: int = 2
     max_buffered_frames: int = 1024
     log_level: str = "info"
+    upstream_tls: bool = False
+    upstream_tls_ca_file: str | None = None
+    upstream_tls_verify: bool = True
+    upstream_tls_server_name: str | None = None
 
     def validate(self) -> ProxyConfig:
         """Checks every field; raises ConfigError naming the first wrong one."""
@@ -121,12 +125,39 @@ class ProxyConfig:
             raise ConfigError(
                 f"log_level: expected debug, info, warning or error, got {self.log_level!r}"
             )
+        self._validate_tls()
         for name in ("advertise_host", "broker_bind_host"):
             v = getattr(self, name)
             bad_colon = isinstance(v, str) and ":" in v.strip("[]") and not _is_ipv6(v.strip("[]"))
             if v is not None and (not isinstance(v, str) or not v or bad_colon):
                 raise ConfigError(f"{name}: expected a host name or IP address, got {v!r}")
         return self
+
+    def _validate_tls(self) -> None:
+        for name in ("upstream_tls", "upstream_tls_verify"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
+        for name in ("upstream_tls_ca_file", "upstream_tls_server_name"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v):
+                raise ConfigError(f"{name}: expected a non-empty string, got {v!r}")
+        if not self.upstream_tls:
+            for name, is_set in (
+                ("upstream_tls_ca_file", self.upstream_tls_ca_file is not None),
+                ("upstream_tls_verify", not self.upstream_tls_verify),
+                ("upstream_tls_server_name", self.upstream_tls_server_name is not None),
+            ):
+                if is_set:
+                    raise ConfigError(f"{name}: only applies with upstream_tls = true")
+            return
+        ca = self.upstream_tls_ca_file
+        if ca is not None and not Path(ca).is_file():
+            raise ConfigError(f"upstream_tls_ca_file: {ca!r} is not a readable file")
+        if ca is not None and not self.upstream_tls_verify:
+            raise ConfigError(
+                "upstream_tls_verify: false skips verification, so upstream_tls_ca_file "
+                "would be ignored; set one or the other"
+            )
 
     def to_core_json(self) -> str:
         """The JSON the Rust data path takes."""
@@ -178,7 +209,14 @@ def parse_namesrv(value: str | list[str]) -> list[str]:
 
 
 _SCALARS = {f.name for f in fields(ProxyConfig)} - {"clusters", "routes"}
-_OPTIONAL = {"admin", "advertise_host", "broker_bind_host", "default_cluster"}
+_OPTIONAL = {
+    "admin",
+    "advertise_host",
+    "broker_bind_host",
+    "default_cluster",
+    "upstream_tls_ca_file",
+    "upstream_tls_server_name",
+}
 
 
 def from_mapping(data: Mapping[str, Any], source: str = "config") -> ProxyConfig:
@@ -214,7 +252,12 @@ def from_mapping(data: Mapping[str, Any], source: str = "config") -> ProxyConfig
             setattr(cfg, key, None)
         elif key in _SCALARS:
             default = getattr(ProxyConfig(), key)
-            if isinstance(default, int) and (not isinstance(value, int) or isinstance(value, bool)):
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{source}: {key}: expected true or false, got {value!r}")
+            elif isinstance(default, int) and (
+                not isinstance(value, int) or isinstance(value, bool)
+            ):
                 raise ConfigError(f"{source}: {key}: expected an integer, got {value!r}")
             if isinstance(default, str) and not isinstance(value, str):
                 raise ConfigError(f"{source}: {key}: expected a string, got {value!r}")

@@ -103,9 +103,61 @@ pub struct ProxyConfig {
     /// Frames queued toward one peer before the relay stops reading from the other side.
     #[serde(default = "d_max_buffered_frames")]
     pub max_buffered_frames: usize,
+    /// Speak TLS to name servers and brokers (for clusters in TLS `enforcing` mode).
+    #[serde(default)]
+    pub upstream_tls: bool,
+    /// PEM file of CA certificates to trust upstream instead of the built-in roots.
+    #[serde(default)]
+    pub upstream_tls_ca_file: Option<String>,
+    /// Verify upstream certificates (on unless turned off explicitly).
+    #[serde(default = "d_true")]
+    pub upstream_tls_verify: bool,
+    /// Name to send as SNI and verify upstream certificates against, instead of each host.
+    #[serde(default)]
+    pub upstream_tls_server_name: Option<String>,
+}
+
+fn d_true() -> bool {
+    true
 }
 
 impl ProxyConfig {
+    /// The TLS client for upstream connections, when `upstream_tls` is on; errors name the
+    /// option at fault.
+    pub fn upstream_tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<crate::producer::tls::Tls>>, String> {
+        if !self.upstream_tls {
+            for (set, name) in [
+                (self.upstream_tls_ca_file.is_some(), "upstream_tls_ca_file"),
+                (!self.upstream_tls_verify, "upstream_tls_verify"),
+                (
+                    self.upstream_tls_server_name.is_some(),
+                    "upstream_tls_server_name",
+                ),
+            ] {
+                if set {
+                    return Err(format!("{name}: only applies with upstream_tls = true"));
+                }
+            }
+            return Ok(None);
+        }
+        let opts = crate::producer::tls::TlsOptions {
+            ca_file: self.upstream_tls_ca_file.clone(),
+            insecure_skip_verify: !self.upstream_tls_verify,
+            server_name: self.upstream_tls_server_name.clone(),
+        };
+        crate::producer::tls::Tls::new(&opts)
+            .map(|t| Some(std::sync::Arc::new(t)))
+            .map_err(|e| {
+                if e.starts_with("tls_") {
+                    format!("upstream_{e}")
+                } else {
+                    e
+                }
+            })
+    }
+
     /// Parses and checks the JSON handed over by Python.
     pub fn from_json(s: &str) -> Result<ProxyConfig, String> {
         let c: ProxyConfig = serde_json::from_str(s).map_err(|e| format!("proxy config: {e}"))?;
@@ -283,6 +335,35 @@ mod tests {
         ProxyConfig::from_json(&format!(
             r#"{{"clusters":[{{"name":"a","namesrv":["127.0.0.1:9876"]}},{{"name":"b","namesrv":["127.0.0.1:9877"]}}]{extra}}}"#
         ))
+    }
+
+    #[test]
+    fn upstream_tls_options_are_checked() {
+        assert!(cfg("").unwrap().upstream_tls().unwrap().is_none());
+        let e = cfg(r#","upstream_tls_ca_file":"/ca.pem""#)
+            .unwrap()
+            .upstream_tls()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "upstream_tls_ca_file: only applies with upstream_tls = true"
+        );
+        let e = cfg(r#","upstream_tls":true,"upstream_tls_ca_file":"/nonexistent.pem""#)
+            .unwrap()
+            .upstream_tls()
+            .unwrap_err();
+        assert!(e.starts_with("upstream_tls_ca_file: "), "{e}");
+        let e = cfg(r#","upstream_tls":true,"upstream_tls_server_name":"bad name!""#)
+            .unwrap()
+            .upstream_tls()
+            .unwrap_err();
+        assert!(e.starts_with("upstream_tls_server_name: "), "{e}");
+        let t = cfg(r#","upstream_tls":true,"upstream_tls_verify":false"#)
+            .unwrap()
+            .upstream_tls()
+            .unwrap()
+            .unwrap();
+        assert!(t.insecure());
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     next_port: AtomicU32,
     conns: Arc<Semaphore>,
     self_ref: Mutex<std::sync::Weak<Shared>>,
+    /// TLS toward brokers and name servers (`upstream_tls`).
+    pub upstream_tls: Option<Arc<crate::producer::tls::Tls>>,
 }
 
 impl Shared {
@@ -159,6 +161,7 @@ impl ProxyServer {
     pub fn start(config: ProxyConfig) -> Result<ProxyServer, String> {
         config.validate()?;
         let router = TopicRouter::new(&config)?;
+        let upstream_tls = config.upstream_tls()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads)
             .thread_name("rmqfast-proxy")
@@ -174,6 +177,7 @@ impl ProxyServer {
                 UpstreamClient::new(
                     c.namesrv.clone(),
                     config.connect_timeout(),
+                    upstream_tls.clone(),
                     config.max_frame_size,
                     stats.clone(),
                 )
@@ -192,6 +196,7 @@ impl ProxyServer {
             broker_list: Mutex::new(Vec::new()),
             next_port: AtomicU32::new(0),
             self_ref: Mutex::new(std::sync::Weak::new()),
+            upstream_tls,
         });
         *shared.self_ref.lock().unwrap() = Arc::downgrade(&shared);
         let listener = runtime

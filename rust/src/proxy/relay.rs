@@ -22,6 +22,7 @@ use crate::codec::frame::{split, FrameView};
 use crate::codec::{HeaderRef, RemotingCommand, SerializeType};
 use crate::stats::ProxyStats;
 
+use super::upstream::{connect_split, UpRead, UpWrite};
 use super::Shared;
 
 /// A request waiting for its response.
@@ -112,7 +113,7 @@ pub(crate) async fn serve(
         epoch: Instant::now(),
     });
     let (reply_tx, reply_rx) = mpsc::channel::<Bytes>(shared.config.max_buffered_frames.max(1));
-    let (up_tx, up_rx) = mpsc::channel::<OwnedReadHalf>(1);
+    let (up_tx, up_rx) = mpsc::channel::<UpRead>(1);
     let (done_tx, done_rx) = watch::channel(false);
     let done_tx = Arc::new(done_tx);
 
@@ -133,19 +134,9 @@ pub(crate) async fn serve(
     ProxyStats::gauge(&stats.c.connections_broker_active, -1);
 }
 
-async fn connect_upstream(shared: &Shared, broker: &str) -> Result<TcpStream, String> {
-    let t = shared.config.connect_timeout();
-    match tokio::time::timeout(t, TcpStream::connect(broker)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s)
-        }
-        Ok(Err(e)) => Err(format!("connect to broker {broker}: {e}")),
-        Err(_) => Err(format!(
-            "connect to broker {broker} timed out after {} ms",
-            t.as_millis()
-        )),
-    }
+async fn connect_upstream(shared: &Shared, broker: &str) -> Result<(UpRead, UpWrite), String> {
+    let tls = shared.upstream_tls.as_deref();
+    connect_split(broker, shared.config.connect_timeout(), tls).await
 }
 
 /// Reads client frames and forwards them to the broker (task A).
@@ -155,13 +146,13 @@ async fn client_to_upstream(
     broker: Arc<str>,
     mut crd: OwnedReadHalf,
     reply_tx: mpsc::Sender<Bytes>,
-    up_tx: mpsc::Sender<OwnedReadHalf>,
+    up_tx: mpsc::Sender<UpRead>,
     mut done: watch::Receiver<bool>,
 ) {
     let stats = &shared.stats;
     let max = shared.config.max_frame_size;
     let mut shutdown = shared.shutdown.clone();
-    let mut upstream: Option<OwnedWriteHalf> = None;
+    let mut upstream: Option<UpWrite> = None;
     let mut last_failure: Option<(Instant, String)> = None;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     // Frames ready to forward, each a zero-copy slice of `buf`.
@@ -235,9 +226,8 @@ async fn client_to_upstream(
                     let r = connect_upstream(&shared, &broker).await;
                     stats.pending(view.code, -1);
                     match r {
-                        Ok(s) => {
+                        Ok((rd, wr)) => {
                             ProxyStats::gauge(&stats.c.upstream_connections_active, 1);
-                            let (rd, wr) = s.into_split();
                             upstream = Some(wr);
                             last_failure = None;
                             if up_tx.send(rd).await.is_err() {
@@ -298,7 +288,7 @@ async fn client_to_upstream(
 
 /// Writes queued frames to the broker; false if the write failed.
 async fn flush(
-    upstream: &mut Option<OwnedWriteHalf>,
+    upstream: &mut Option<UpWrite>,
     out: &mut VecDeque<Bytes>,
     stats: &ProxyStats,
 ) -> bool {
@@ -319,14 +309,14 @@ async fn upstream_to_client(
     broker: Arc<str>,
     mut cwr: OwnedWriteHalf,
     mut reply_rx: mpsc::Receiver<Bytes>,
-    mut up_rx: mpsc::Receiver<OwnedReadHalf>,
+    mut up_rx: mpsc::Receiver<UpRead>,
     done_tx: Arc<watch::Sender<bool>>,
     mut done: watch::Receiver<bool>,
 ) {
     let stats = &shared.stats;
     let max = shared.config.max_frame_size;
     let mut shutdown = shared.shutdown.clone();
-    let mut upstream: Option<OwnedReadHalf> = None;
+    let mut upstream: Option<UpRead> = None;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut out: VecDeque<Bytes> = VecDeque::with_capacity(16);
     let tick_every = Duration::from_millis(50)

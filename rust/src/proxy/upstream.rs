@@ -9,15 +9,58 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::producer::tls::Tls;
 
 use crate::codec::frame::split;
 use crate::codec::{RemotingCommand, SerializeType};
 use crate::stats::ProxyStats;
 
 type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<RemotingCommand>>>>;
+
+/// The read half of a connection to a broker or name server, plain TCP or TLS.
+pub(crate) type UpRead = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a connection to a broker or name server, plain TCP or TLS.
+pub(crate) type UpWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Connects to `addr` (TCP_NODELAY), then runs the TLS handshake when `tls` is given; the
+/// whole of it within `timeout`. Errors say what failed, for remarks and logs.
+pub(crate) async fn connect_split(
+    addr: &str,
+    timeout: Duration,
+    tls: Option<&Tls>,
+) -> Result<(UpRead, UpWrite), String> {
+    let attempt = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => {
+                let (r, w) = tcp.into_split();
+                Ok((Box::new(r) as UpRead, Box::new(w) as UpWrite))
+            }
+            Some(t) => {
+                let s = t
+                    .connect(addr, tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                let (r, w) = tokio::io::split(s);
+                Ok((Box::new(r) as UpRead, Box::new(w) as UpWrite))
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "connect to {addr} timed out after {} ms",
+            timeout.as_millis()
+        )),
+    }
+}
 
 /// One live upstream connection with its reader task.
 struct MuxConn {
@@ -30,15 +73,11 @@ impl MuxConn {
     async fn connect(
         addr: &str,
         connect_timeout: Duration,
+        tls: Option<&Tls>,
         max_frame_size: usize,
         stats: Arc<ProxyStats>,
     ) -> Result<MuxConn, String> {
-        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| format!("connect to {addr} timed out after {connect_timeout:?}"))?
-            .map_err(|e| format!("connect to {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+        let (mut rd, mut wr) = connect_split(addr, connect_timeout, tls).await?;
         let waiters: Waiters = Arc::default();
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
@@ -113,15 +152,18 @@ pub struct UpstreamClient {
     conn: tokio::sync::Mutex<Option<Arc<MuxConn>>>,
     next_opaque: AtomicI32,
     connect_timeout: Duration,
+    tls: Option<Arc<Tls>>,
     max_frame_size: usize,
     stats: Arc<ProxyStats>,
 }
 
 impl UpstreamClient {
-    /// A client that tries `addrs` in order, sticking to the first that works.
+    /// A client that tries `addrs` in order, sticking to the first that works; over TLS when
+    /// `tls` is given.
     pub fn new(
         addrs: Vec<String>,
         connect_timeout: Duration,
+        tls: Option<Arc<Tls>>,
         max_frame_size: usize,
         stats: Arc<ProxyStats>,
     ) -> Self {
@@ -131,6 +173,7 @@ impl UpstreamClient {
             conn: tokio::sync::Mutex::new(None),
             next_opaque: AtomicI32::new(1),
             connect_timeout,
+            tls,
             max_frame_size,
             stats,
         }
@@ -158,6 +201,7 @@ impl UpstreamClient {
             match MuxConn::connect(
                 addr,
                 self.connect_timeout,
+                self.tls.as_deref(),
                 self.max_frame_size,
                 self.stats.clone(),
             )

@@ -24,6 +24,7 @@ import pytest
 from rmqfast._core import Producer, ProducerError, SendResult
 from rmqfast.codec import (
     FrameDecoder,
+    FrameError,
     MessageExt,
     RemotingCommand,
     decode_batch,
@@ -800,3 +801,47 @@ def test_proxy_speaks_tls_upstream(secure: SecureCluster) -> None:
                 p.send(secure.topic, b"x")
         finally:
             p.close()
+
+
+def test_proxy_serves_tls_clients(secure: SecureCluster) -> None:
+    """TLS on both sides: clients reach the proxy over TLS (its certificate from the test CA),
+    the proxy reaches the cluster over TLS. `enforcing` refuses plain clients (counted),
+    `permissive` serves both."""
+    certs = Path(secure.ca_file).parent
+    cfg: dict[str, Any] = {
+        "namesrv": secure.namesrv,
+        "listen": "127.0.0.1:0",
+        "admin": None,
+        "upstream_tls": True,
+        "upstream_tls_ca_file": secure.ca_file,
+        "tls_cert_file": str(certs / "server.pem"),
+        "tls_key_file": str(certs / "server.key"),
+    }
+    with Proxy(cfg) as proxy:
+        p = Producer(
+            [proxy.namesrv_addr],
+            use_tls=True,
+            tls_ca_file=secure.ca_file,
+            access_key=ACL_USER,
+            secret_key=ACL_PASSWORD,
+        )
+        try:
+            r = p.send(secure.topic, b"TLS end to end", keys="tls-e2e")
+        finally:
+            p.close()
+        # A plain client gets a TLS alert (not a frame), then the connection closes.
+        with RemotingClient(proxy.namesrv_addr) as c, pytest.raises((OSError, FrameError)):
+            c.request(GET_ROUTEINFO_BY_TOPIC, {"topic": secure.topic}, timeout=5)
+        wait_for(
+            lambda: proxy.stats()["tls_handshake_failure"] >= 1, 10, "the refused plain client"
+        )
+    addr = secure.cluster.brokers[r.broker_name]
+    [m] = pull(addr, secure.topic, r.queue_id, r.queue_offset, 1, secure.connect, acl_sign)
+    assert (m.body, m.keys) == (b"TLS end to end", "tls-e2e")
+
+    with Proxy({**cfg, "tls_mode": "permissive"}) as proxy:
+        for client in (secure.connect(proxy.namesrv_addr), RemotingClient(proxy.namesrv_addr)):
+            with client as c:
+                route = c.request(GET_ROUTEINFO_BY_TOPIC, {"topic": secure.topic})
+                assert route.code == SUCCESS, route.remark
+        assert proxy.stats()["tls_handshake_failure"] == 0

@@ -103,6 +103,18 @@ cluster = "a"
             ("--namesrv", "127.0.0.1:9876", "--upstream-tls-no-verify"),
             "upstream_tls_verify: only applies with upstream_tls = true",
         ),
+        (
+            ("--namesrv", "127.0.0.1:9876", "--tls-cert-file", "/c.pem"),
+            "tls_key_file: expected together with tls_cert_file",
+        ),
+        (
+            ("--namesrv", "127.0.0.1:9876", "--tls-cert-file", "/c.pem", "--tls-key-file", "/k"),
+            "tls_cert_file: '/c.pem' is not a readable file",
+        ),
+        (
+            ("--namesrv", "127.0.0.1:9876", "--tls-mode", "strict"),
+            "tls_mode: expected enforcing or permissive, got 'strict'",
+        ),
     ],
 )
 def test_config_errors_name_the_field_and_exit_nonzero(args: tuple[str, ...], message: str) -> None:

@@ -74,6 +74,7 @@ stat_table! {
         connections_rejected: "Client connections refused by the connection limit.",
         connections_idle_closed: "Client connections closed by the idle timeout.",
         upstream_connect_failure: "Failed connection attempts to brokers and name servers.",
+        tls_handshake_failure: "Client connections closed because their TLS handshake failed.",
         local_reply_timeout: "Local replies: the upstream did not answer within the timeout.",
         local_reply_upstream_unavailable: "Local replies: the broker or name server could not be reached.",
         local_reply_shutdown: "Local replies: the proxy was shutting down.",

@@ -84,6 +84,19 @@ _FLAGS: list[tuple[str, str, type, str]] = [
         str,
         "name to verify upstream certificates against (and send as SNI) [each address's host]",
     ),
+    (
+        "--tls-cert-file",
+        "tls_cert_file",
+        str,
+        "PEM certificate chain shown to clients; with --tls-key-file, clients connect over TLS",
+    ),
+    ("--tls-key-file", "tls_key_file", str, "PEM private key of --tls-cert-file"),
+    (
+        "--tls-mode",
+        "tls_mode",
+        str,
+        "enforcing: TLS clients only; permissive: TLS and plain clients [enforcing]",
+    ),
 ]
 
 # On/off options: (flag, field, value set, help).

@@ -65,6 +65,9 @@ class ProxyConfig:
     upstream_tls_ca_file: str | None = None
     upstream_tls_verify: bool = True
     upstream_tls_server_name: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_mode: str = "enforcing"
 
     def validate(self) -> ProxyConfig:
         """Checks every field; raises ConfigError naming the first wrong one."""
@@ -133,7 +136,22 @@ class ProxyConfig:
                 raise ConfigError(f"{name}: expected a host name or IP address, got {v!r}")
         return self
 
+    def _validate_client_tls(self) -> None:
+        if self.tls_mode not in ("enforcing", "permissive"):
+            raise ConfigError(f"tls_mode: expected enforcing or permissive, got {self.tls_mode!r}")
+        cert, key = self.tls_cert_file, self.tls_key_file
+        if (cert is None) != (key is None):
+            missing = "tls_key_file" if key is None else "tls_cert_file"
+            raise ConfigError(
+                f"{missing}: expected together with "
+                f"{'tls_cert_file' if key is None else 'tls_key_file'}"
+            )
+        for name, v in (("tls_cert_file", cert), ("tls_key_file", key)):
+            if v is not None and (not isinstance(v, str) or not Path(v).is_file()):
+                raise ConfigError(f"{name}: {v!r} is not a readable file")
+
     def _validate_tls(self) -> None:
+        self._validate_client_tls()
         for name in ("upstream_tls", "upstream_tls_verify"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
@@ -216,6 +234,8 @@ _OPTIONAL = {
     "default_cluster",
     "upstream_tls_ca_file",
     "upstream_tls_server_name",
+    "tls_cert_file",
+    "tls_key_file",
 }
 
 

@@ -115,6 +115,19 @@ pub struct ProxyConfig {
     /// Name to send as SNI and verify upstream certificates against, instead of each host.
     #[serde(default)]
     pub upstream_tls_server_name: Option<String>,
+    /// PEM certificate chain clients are shown; with `tls_key_file`, turns on TLS toward them.
+    #[serde(default)]
+    pub tls_cert_file: Option<String>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<String>,
+    /// `enforcing` (TLS only) or `permissive` (TLS and plain clients).
+    #[serde(default = "d_tls_mode")]
+    pub tls_mode: String,
+}
+
+fn d_tls_mode() -> String {
+    "enforcing".into()
 }
 
 fn d_true() -> bool {
@@ -156,6 +169,25 @@ impl ProxyConfig {
                     e
                 }
             })
+    }
+
+    /// TLS toward clients, when a certificate and key are configured.
+    pub(crate) fn client_tls(&self) -> Result<Option<super::io::ServerTls>, String> {
+        let permissive = match self.tls_mode.as_str() {
+            "enforcing" => false,
+            "permissive" => true,
+            other => {
+                return Err(format!(
+                    "tls_mode: expected \"enforcing\" or \"permissive\", got {other:?}"
+                ))
+            }
+        };
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => Ok(None),
+            (Some(c), Some(k)) => super::io::ServerTls::new(c, k, permissive).map(Some),
+            (Some(_), None) => Err("tls_key_file: expected with tls_cert_file".into()),
+            (None, Some(_)) => Err("tls_cert_file: expected with tls_key_file".into()),
+        }
     }
 
     /// Parses and checks the JSON handed over by Python.
@@ -364,6 +396,26 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(t.insecure());
+    }
+
+    #[test]
+    fn client_tls_options_are_checked() {
+        assert!(cfg("").unwrap().client_tls().unwrap().is_none());
+        let err = |extra: &str| match cfg(extra).unwrap().client_tls() {
+            Ok(_) => panic!("{extra} was accepted"),
+            Err(e) => e,
+        };
+        assert!(err(r#","tls_mode":"strict""#).starts_with("tls_mode: "));
+        assert_eq!(
+            err(r#","tls_cert_file":"/c.pem""#),
+            "tls_key_file: expected with tls_cert_file"
+        );
+        assert_eq!(
+            err(r#","tls_key_file":"/k.pem""#),
+            "tls_cert_file: expected with tls_key_file"
+        );
+        let e = err(r#","tls_cert_file":"/nonexistent.pem","tls_key_file":"/k.pem""#);
+        assert!(e.starts_with("tls_cert_file: cannot read"), "{e}");
     }
 
     #[test]

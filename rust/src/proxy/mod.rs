@@ -2,6 +2,7 @@
 //! own listeners (one port per real broker), and a relay per client connection on those ports.
 
 pub mod config;
+mod io;
 mod namesrv;
 mod relay;
 pub mod upstream;
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     self_ref: Mutex<std::sync::Weak<Shared>>,
     /// TLS toward brokers and name servers (`upstream_tls`).
     pub upstream_tls: Option<Arc<crate::producer::tls::Tls>>,
+    /// TLS toward clients (`tls_cert_file`, `tls_key_file`, `tls_mode`).
+    client_tls: Option<io::ServerTls>,
 }
 
 impl Shared {
@@ -134,14 +137,22 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, broker: Option<
             continue;
         };
         let s = shared.clone();
-        match &broker {
-            Some(b) => {
-                tokio::spawn(relay::serve(s, stream, b.clone(), permit));
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            // The TLS handshake runs on the connection's own task, never in the accept loop.
+            let timeout = s.config.connect_timeout();
+            let halves = match io::accept_split(stream, s.client_tls.as_ref(), timeout).await {
+                Ok(h) => h,
+                Err(_) => {
+                    ProxyStats::add(&s.stats.c.tls_handshake_failure, 1);
+                    return;
+                }
+            };
+            match broker {
+                Some(b) => relay::serve(s, halves, b, permit).await,
+                None => namesrv::serve(s, halves, permit).await,
             }
-            None => {
-                tokio::spawn(namesrv::serve(s, stream, permit));
-            }
-        }
+        });
     }
     if broker.is_some() {
         ProxyStats::gauge(&shared.stats.c.broker_listeners, -1);
@@ -162,6 +173,7 @@ impl ProxyServer {
         config.validate()?;
         let router = TopicRouter::new(&config)?;
         let upstream_tls = config.upstream_tls()?;
+        let client_tls = config.client_tls()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads)
             .thread_name("rmqfast-proxy")
@@ -197,6 +209,7 @@ impl ProxyServer {
             next_port: AtomicU32::new(0),
             self_ref: Mutex::new(std::sync::Weak::new()),
             upstream_tls,
+            client_tls,
         });
         *shared.self_ref.lock().unwrap() = Arc::downgrade(&shared);
         let listener = runtime

@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::codec::codes::{request as rc, response as resp};
@@ -21,6 +20,7 @@ use crate::codec::route::{ClusterInfo, TopicRouteData};
 use crate::codec::{RemotingCommand, SerializeType};
 use crate::stats::ProxyStats;
 
+use super::io::{BoxRead, BoxWrite};
 use super::relay::{count_local, local_reply, write_frames, LocalReason};
 use super::Shared;
 
@@ -32,12 +32,15 @@ pub(crate) struct CachedAnswer {
 }
 
 /// Serves one client connection on the name-server listener.
-pub(crate) async fn serve(shared: Arc<Shared>, client: TcpStream, _permit: OwnedSemaphorePermit) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    client: (BoxRead, BoxWrite),
+    _permit: OwnedSemaphorePermit,
+) {
     let stats = shared.stats.clone();
     ProxyStats::gauge(&stats.c.connections_active, 1);
     ProxyStats::gauge(&stats.c.connections_namesrv_active, 1);
-    let _ = client.set_nodelay(true);
-    let (mut rd, mut wr) = client.into_split();
+    let (mut rd, mut wr) = client;
     let (tx, mut rx) = mpsc::channel::<Bytes>(shared.config.max_buffered_frames.max(1));
 
     let wstats = stats.clone();

@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use crate::codec::codes::{request as rc, response as resp};
@@ -22,7 +20,7 @@ use crate::codec::frame::{split, FrameView};
 use crate::codec::{HeaderRef, RemotingCommand, SerializeType};
 use crate::stats::ProxyStats;
 
-use super::upstream::{connect_split, UpRead, UpWrite};
+use super::io::{connect_split, BoxRead, BoxWrite};
 use super::Shared;
 
 /// A request waiting for its response.
@@ -98,22 +96,21 @@ fn long_poll_hold(code: i32, frame: &[u8], view: &FrameView) -> Duration {
 /// Serves one client connection accepted on the listener for `broker`.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
-    client: TcpStream,
+    client: (BoxRead, BoxWrite),
     broker: Arc<str>,
     _permit: OwnedSemaphorePermit,
 ) {
     let stats = shared.stats.clone();
     ProxyStats::gauge(&stats.c.connections_active, 1);
     ProxyStats::gauge(&stats.c.connections_broker_active, 1);
-    let _ = client.set_nodelay(true);
-    let (crd, cwr) = client.into_split();
+    let (crd, cwr) = client;
     let state = Arc::new(ConnState {
         inflight: Mutex::new(HashMap::new()),
         last_activity_ms: AtomicU64::new(0),
         epoch: Instant::now(),
     });
     let (reply_tx, reply_rx) = mpsc::channel::<Bytes>(shared.config.max_buffered_frames.max(1));
-    let (up_tx, up_rx) = mpsc::channel::<UpRead>(1);
+    let (up_tx, up_rx) = mpsc::channel::<BoxRead>(1);
     let (done_tx, done_rx) = watch::channel(false);
     let done_tx = Arc::new(done_tx);
 
@@ -134,7 +131,7 @@ pub(crate) async fn serve(
     ProxyStats::gauge(&stats.c.connections_broker_active, -1);
 }
 
-async fn connect_upstream(shared: &Shared, broker: &str) -> Result<(UpRead, UpWrite), String> {
+async fn connect_upstream(shared: &Shared, broker: &str) -> Result<(BoxRead, BoxWrite), String> {
     let tls = shared.upstream_tls.as_deref();
     connect_split(broker, shared.config.connect_timeout(), tls).await
 }
@@ -144,15 +141,15 @@ async fn client_to_upstream(
     shared: Arc<Shared>,
     state: Arc<ConnState>,
     broker: Arc<str>,
-    mut crd: OwnedReadHalf,
+    mut crd: BoxRead,
     reply_tx: mpsc::Sender<Bytes>,
-    up_tx: mpsc::Sender<UpRead>,
+    up_tx: mpsc::Sender<BoxRead>,
     mut done: watch::Receiver<bool>,
 ) {
     let stats = &shared.stats;
     let max = shared.config.max_frame_size;
     let mut shutdown = shared.shutdown.clone();
-    let mut upstream: Option<UpWrite> = None;
+    let mut upstream: Option<BoxWrite> = None;
     let mut last_failure: Option<(Instant, String)> = None;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     // Frames ready to forward, each a zero-copy slice of `buf`.
@@ -288,7 +285,7 @@ async fn client_to_upstream(
 
 /// Writes queued frames to the broker; false if the write failed.
 async fn flush(
-    upstream: &mut Option<UpWrite>,
+    upstream: &mut Option<BoxWrite>,
     out: &mut VecDeque<Bytes>,
     stats: &ProxyStats,
 ) -> bool {
@@ -307,16 +304,16 @@ async fn upstream_to_client(
     shared: Arc<Shared>,
     state: Arc<ConnState>,
     broker: Arc<str>,
-    mut cwr: OwnedWriteHalf,
+    mut cwr: BoxWrite,
     mut reply_rx: mpsc::Receiver<Bytes>,
-    mut up_rx: mpsc::Receiver<UpRead>,
+    mut up_rx: mpsc::Receiver<BoxRead>,
     done_tx: Arc<watch::Sender<bool>>,
     mut done: watch::Receiver<bool>,
 ) {
     let stats = &shared.stats;
     let max = shared.config.max_frame_size;
     let mut shutdown = shared.shutdown.clone();
-    let mut upstream: Option<UpRead> = None;
+    let mut upstream: Option<BoxRead> = None;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut out: VecDeque<Bytes> = VecDeque::with_capacity(16);
     let tick_every = Duration::from_millis(50)
@@ -460,11 +457,7 @@ async fn upstream_to_client(
     let _ = done_tx.send(true);
 }
 
-async fn write_out(
-    cwr: &mut OwnedWriteHalf,
-    out: &mut VecDeque<Bytes>,
-    stats: &ProxyStats,
-) -> bool {
+async fn write_out(cwr: &mut BoxWrite, out: &mut VecDeque<Bytes>, stats: &ProxyStats) -> bool {
     write_frames(cwr, out, &stats.c.bytes_proxy_to_client).await
 }
 

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
+use super::io::connect_split;
 use crate::producer::tls::Tls;
 
 use crate::codec::frame::split;
@@ -20,47 +20,6 @@ use crate::codec::{RemotingCommand, SerializeType};
 use crate::stats::ProxyStats;
 
 type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<RemotingCommand>>>>;
-
-/// The read half of a connection to a broker or name server, plain TCP or TLS.
-pub(crate) type UpRead = Box<dyn AsyncRead + Send + Unpin>;
-/// The write half of a connection to a broker or name server, plain TCP or TLS.
-pub(crate) type UpWrite = Box<dyn AsyncWrite + Send + Unpin>;
-
-/// Connects to `addr` (TCP_NODELAY), then runs the TLS handshake when `tls` is given; the
-/// whole of it within `timeout`. Errors say what failed, for remarks and logs.
-pub(crate) async fn connect_split(
-    addr: &str,
-    timeout: Duration,
-    tls: Option<&Tls>,
-) -> Result<(UpRead, UpWrite), String> {
-    let attempt = async {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect to {addr}: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        match tls {
-            None => {
-                let (r, w) = tcp.into_split();
-                Ok((Box::new(r) as UpRead, Box::new(w) as UpWrite))
-            }
-            Some(t) => {
-                let s = t
-                    .connect(addr, tcp)
-                    .await
-                    .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
-                let (r, w) = tokio::io::split(s);
-                Ok((Box::new(r) as UpRead, Box::new(w) as UpWrite))
-            }
-        }
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(r) => r,
-        Err(_) => Err(format!(
-            "connect to {addr} timed out after {} ms",
-            timeout.as_millis()
-        )),
-    }
-}
 
 /// One live upstream connection with its reader task.
 struct MuxConn {

@@ -92,16 +92,21 @@ impl ServerCertVerifier for NoVerification {
 
 /// Reads every certificate of a PEM file.
 pub fn load_ca_file(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    load_certs(path, "tls_ca_file")
+}
+
+/// Reads every certificate of a PEM file; errors start with `option` (the setting at fault).
+pub fn load_certs(path: &str, option: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     if !Path::new(path).is_file() {
-        return Err(format!("tls_ca_file: {path:?} is not a readable file"));
+        return Err(format!("{option}: {path:?} is not a readable file"));
     }
     let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("tls_ca_file: cannot read {path:?}: {e}"))?
+        .map_err(|e| format!("{option}: cannot read {path:?}: {e}"))?
         .collect();
-    let certs = certs.map_err(|e| format!("tls_ca_file: {path:?}: {e}"))?;
+    let certs = certs.map_err(|e| format!("{option}: {path:?}: {e}"))?;
     if certs.is_empty() {
         return Err(format!(
-            "tls_ca_file: {path:?} holds no PEM certificate (BEGIN CERTIFICATE)"
+            "{option}: {path:?} holds no PEM certificate (BEGIN CERTIFICATE)"
         ));
     }
     Ok(certs)

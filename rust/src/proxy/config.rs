@@ -415,7 +415,10 @@ mod tests {
             "tls_cert_file: expected with tls_key_file"
         );
         let e = err(r#","tls_cert_file":"/nonexistent.pem","tls_key_file":"/k.pem""#);
-        assert!(e.starts_with("tls_cert_file: cannot read"), "{e}");
+        assert!(
+            e.starts_with("tls_cert_file: \"/nonexistent.pem\" is not a readable file"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::PrivateKeyDer;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::producer::tls::Tls;
+use crate::producer::tls::{load_certs, Tls};
 
 /// The read half of a connection, plain TCP or TLS.
 pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -75,16 +75,7 @@ pub(crate) struct ServerTls {
 impl ServerTls {
     /// Loads the certificate chain and key (PEM); errors name the option at fault.
     pub fn new(cert_file: &str, key_file: &str, permissive: bool) -> Result<ServerTls, String> {
-        let certs: Result<Vec<CertificateDer<'static>>, _> =
-            CertificateDer::pem_file_iter(cert_file)
-                .map_err(|e| format!("tls_cert_file: cannot read {cert_file:?}: {e}"))?
-                .collect();
-        let certs = certs.map_err(|e| format!("tls_cert_file: {cert_file:?}: {e}"))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "tls_cert_file: {cert_file:?} holds no PEM certificate (BEGIN CERTIFICATE)"
-            ));
-        }
+        let certs = load_certs(cert_file, "tls_cert_file")?;
         let key = PrivateKeyDer::from_pem_file(key_file)
             .map_err(|e| format!("tls_key_file: {key_file:?}: no PEM private key: {e}"))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());

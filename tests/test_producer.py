@@ -33,6 +33,7 @@ from rmqfast.codec import (
 from rmqfast.devcluster import DevCluster
 from rmqfast.proxy import Proxy
 
+from .javatools import JavaTools
 from .remoting import RemotingClient, create_topic_fields, pull_fields, wait_for
 
 RETRY_CODES = {17, 14, 1, 2, 16, 204, 205, 1500}
@@ -845,3 +846,47 @@ def test_proxy_serves_tls_clients(secure: SecureCluster) -> None:
                 route = c.request(GET_ROUTEINFO_BY_TOPIC, {"topic": secure.topic})
                 assert route.code == SUCCESS, route.remark
         assert proxy.stats()["tls_handshake_failure"] == 0
+
+
+def test_java_client_over_tls_through_the_proxy(
+    secure: SecureCluster, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """RocketMQ's Java client with TLS on (verifying the proxy's certificate against the test
+    CA) and ACL signing, through the proxy with TLS on both sides, to the enforcing broker."""
+    cache = getattr(request.config, "cache", None)
+    build = cache.mkdir("rmqfast-java") if cache is not None else tmp_path / "build"
+    java = JavaTools(secure.cluster.lib_dir, build, tmp_path)
+    certs = Path(secure.ca_file).parent
+    cfg = {
+        "namesrv": secure.namesrv,
+        "listen": "127.0.0.1:0",
+        "admin": None,
+        "upstream_tls": True,
+        "upstream_tls_ca_file": secure.ca_file,
+        "tls_cert_file": str(certs / "server.pem"),
+        "tls_key_file": str(certs / "server.key"),
+    }
+    prefix = uuid.uuid4().hex[:8]
+    with Proxy(cfg) as proxy:
+        r = java.run(
+            "Producer",
+            {
+                "namesrv": proxy.namesrv_addr,
+                "topic": secure.topic,
+                "group": f"rmqfast_tls_pg_{prefix}",
+                "prefix": prefix,
+                "sync": 5,
+                "access_key": ACL_USER,
+                "secret_key": ACL_PASSWORD,
+            },
+            jvm_props={
+                "tls.enable": "true",
+                "tls.test.mode.enable": "false",
+                "tls.client.authServer": "true",
+                "tls.client.trustCertPath": secure.ca_file,
+            },
+        ).result
+        st = proxy.stats()
+    assert r["keys"]["sync"] == [f"{prefix}-sync-{i}" for i in range(5)]
+    assert st["send_message_v2"] == 5
+    assert st["tls_handshake_failure"] == 0

@@ -8,6 +8,8 @@ import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
+import org.apache.rocketmq.acl.common.AclClientRPCHook;
+import org.apache.rocketmq.acl.common.SessionCredentials;
 import org.apache.rocketmq.client.producer.DefaultMQProducer;
 import org.apache.rocketmq.client.producer.SendCallback;
 import org.apache.rocketmq.client.producer.SendResult;
@@ -18,7 +20,8 @@ import org.apache.rocketmq.common.message.MessageQueue;
 /**
  * Sends through a name server (the proxy) with DefaultMQProducer.
  *
- * <p>Arguments (key=value): namesrv, topic, group, prefix (message keys start with it), and any of
+ * <p>Arguments (key=value): namesrv, topic, group, prefix (message keys start with it),
+ * access_key and secret_key (optional: requests are signed for RocketMQ ACL), and any of
  * sync=N, async=N, oneway=N, batch=BxK (B batches of K messages), queue=N with queue_broker and
  * queue_id (N sends to that one queue). They run in this order and each message's key is
  * {@code <prefix>-<mode>-<i>}. Prints {@code RESULT {...}}: the keys sent per mode, send results
@@ -32,7 +35,11 @@ public final class Producer {
         Map<String, String> a = Common.args(argv);
         String topic = Common.need(a, "topic");
         String prefix = a.getOrDefault("prefix", "m");
-        DefaultMQProducer p = new DefaultMQProducer(Common.need(a, "group"));
+        // access_key/secret_key: sign every request (RocketMQ ACL), as AclClientRPCHook does.
+        DefaultMQProducer p = a.containsKey("access_key")
+            ? new DefaultMQProducer(Common.need(a, "group"), new AclClientRPCHook(
+                new SessionCredentials(Common.need(a, "access_key"), Common.need(a, "secret_key"))))
+            : new DefaultMQProducer(Common.need(a, "group"));
         p.setNamesrvAddr(Common.need(a, "namesrv"));
         p.setInstanceName("producer-" + prefix + "-" + System.nanoTime());
         p.setPollNameServerInterval(Common.intArg(a, "poll_ms", 1000));

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import sys
 import time
@@ -39,8 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "python"))
 
-from rmqfast.codec import FrameDecoder, RemotingCommand, RequestCode  # noqa: E402
-from rmqfast.devcluster import DevCluster, registered_brokers  # noqa: E402
+from rmqfast.codec import RequestCode  # noqa: E402
+from rmqfast.devcluster import DevCluster, _remoting_call, registered_brokers  # noqa: E402
 from rmqfast.logger import ASGIMiddleware, RocketMQLogger, _json_default, _make_encoder  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -60,24 +59,10 @@ def cpu_seconds() -> float:
     return t.user + t.system
 
 
-def _request(addr: str, code: int, fields: dict[str, str]) -> RemotingCommand:
-    host, port = addr.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(RemotingCommand(code, fields, opaque=1).encode())
-        dec = FrameDecoder()
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                raise ConnectionError(f"{addr} closed the connection")
-            for cmd in dec.feed(data):
-                if cmd.is_response and cmd.opaque == 1:
-                    return cmd
-
-
 def create_topic(namesrv: str, topic: str, queues: int = 8) -> None:
     """UPDATE_AND_CREATE_TOPIC on every broker, then wait until the name server routes it."""
     for addr in registered_brokers(namesrv).values():
-        r = _request(
+        header, _ = _remoting_call(
             addr,
             RequestCode.UPDATE_AND_CREATE_TOPIC,
             {
@@ -90,10 +75,12 @@ def create_topic(namesrv: str, topic: str, queues: int = 8) -> None:
                 "topicSysFlag": "0",
                 "order": "false",
             },
+            timeout=10,
         )
-        assert r.code == 0, r.remark
+        assert header.get("code") == 0, header.get("remark")
     deadline = time.monotonic() + 60
-    while _request(namesrv, RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": topic}).code != 0:
+    route = RequestCode.GET_ROUTEINFO_BY_TOPIC
+    while _remoting_call(namesrv, route, {"topic": topic}, timeout=10)[0].get("code") != 0:
         if time.monotonic() > deadline:
             raise TimeoutError(f"no route for {topic}")
         time.sleep(0.1)

@@ -128,7 +128,8 @@ class ProxyConfig:
             raise ConfigError(
                 f"log_level: expected debug, info, warning or error, got {self.log_level!r}"
             )
-        self._validate_tls()
+        self._validate_client_tls()
+        self._validate_upstream_tls()
         for name in ("advertise_host", "broker_bind_host"):
             v = getattr(self, name)
             bad_colon = isinstance(v, str) and ":" in v.strip("[]") and not _is_ipv6(v.strip("[]"))
@@ -150,8 +151,7 @@ class ProxyConfig:
             if v is not None and (not isinstance(v, str) or not Path(v).is_file()):
                 raise ConfigError(f"{name}: {v!r} is not a readable file")
 
-    def _validate_tls(self) -> None:
-        self._validate_client_tls()
+    def _validate_upstream_tls(self) -> None:
         for name in ("upstream_tls", "upstream_tls_verify"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")

@@ -15,13 +15,6 @@ use crate::json_text::{write_f64, write_i64, write_str};
 /// encoder, without its cycle check, fails the same way).
 const MAX_DEPTH: u32 = 500;
 
-/// The largest buffer a thread keeps between calls.
-const MAX_KEPT: usize = 1 << 20;
-
-thread_local! {
-    static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 struct Writer<'a, 'py> {
     out: Vec<u8>,
     default: Option<&'a Bound<'py, PyAny>>,
@@ -44,7 +37,7 @@ impl<'py> Writer<'_, 'py> {
             let t: &[u8] = if b.is_true() { b"true" } else { b"false" };
             self.out.extend_from_slice(t);
         } else if v.is_instance_of::<PyInt>() {
-            self.int(v)?;
+            int(&mut self.out, v)?;
         } else if let Ok(f) = v.cast::<PyFloat>() {
             float(&mut self.out, f.value())?;
         } else if let Ok(l) = v.cast::<PyList>() {
@@ -91,18 +84,6 @@ impl<'py> Writer<'_, 'py> {
         }
     }
 
-    fn int(&mut self, v: &Bound<'py, PyAny>) -> PyResult<()> {
-        match v.extract::<i64>() {
-            Ok(n) => write_i64(&mut self.out, n),
-            // Beyond 64 bits: Python's own digits (int subclasses print as plain ints).
-            Err(_) => {
-                let text = v.py().get_type::<PyInt>().call1((v,))?.str()?;
-                self.out.extend_from_slice(text.to_str()?.as_bytes());
-            }
-        }
-        Ok(())
-    }
-
     fn dict(&mut self, d: &Bound<'py, PyDict>, depth: u32) -> PyResult<()> {
         self.out.push(b'{');
         for (i, (k, item)) in d.iter().enumerate() {
@@ -131,12 +112,7 @@ impl<'py> Writer<'_, 'py> {
             let t: &[u8] = if b.is_true() { b"true" } else { b"false" };
             text.extend_from_slice(t);
         } else if k.is_instance_of::<PyInt>() {
-            let mut w = Writer {
-                out: text,
-                default: None,
-            };
-            w.int(k)?;
-            text = w.out;
+            int(&mut text, k)?;
         } else if let Ok(f) = k.cast::<PyFloat>() {
             float(&mut text, f.value())?;
         } else {
@@ -150,6 +126,18 @@ impl<'py> Writer<'_, 'py> {
         self.out.push(b'"');
         Ok(())
     }
+}
+
+fn int(out: &mut Vec<u8>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+    match v.extract::<i64>() {
+        Ok(n) => write_i64(out, n),
+        // Beyond 64 bits: Python's own digits (int subclasses print as plain ints).
+        Err(_) => {
+            let text = v.py().get_type::<PyInt>().call1((v,))?.str()?;
+            out.extend_from_slice(text.to_str()?.as_bytes());
+        }
+    }
+    Ok(())
 }
 
 fn float(out: &mut Vec<u8>, v: f64) -> PyResult<()> {
@@ -180,25 +168,10 @@ pub(crate) fn json_dumps<'py>(
     obj: &Bound<'py, PyAny>,
     default: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    // One buffer per thread, reused: no allocation or regrowth per call. A `default` that
-    // calls json_dumps again finds it taken and gets a fresh one.
-    let reused = BUF.with(|b| b.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)).ok());
     let mut w = Writer {
-        out: reused.unwrap_or_default(),
+        out: Vec::with_capacity(1024),
         default,
     };
-    w.out.clear();
-    let r = w.value(obj, 0);
-    let out = r.map(|()| PyBytes::new(py, &w.out));
-    let buf = w.out;
-    if buf.capacity() <= MAX_KEPT {
-        BUF.with(|b| {
-            if let Ok(mut v) = b.try_borrow_mut() {
-                if v.capacity() < buf.capacity() {
-                    *v = buf;
-                }
-            }
-        });
-    }
-    out
+    w.value(obj, 0)?;
+    Ok(PyBytes::new(py, &w.out))
 }

@@ -1,5 +1,8 @@
-"""Shared fixtures: a real local RocketMQ started through rmqfast.devcluster, and loggers
-wired to an in-process producer for the middleware tests."""
+"""Shared fixtures: the real local RocketMQ clusters started through rmqfast.devcluster (each
+once per run), and loggers wired to an in-process producer for the middleware tests.
+
+Every test that uses a cluster fixture is marked `integration` here, so `pytest -m "not
+integration"` (`make test-fast`) runs exactly the tests that need no RocketMQ."""
 
 from __future__ import annotations
 
@@ -11,7 +14,17 @@ import pytest
 from rmqfast.devcluster import DevCluster
 from rmqfast.logger import RocketMQLogger, set_metadata
 
+from .secure import SecureCluster, secure_cluster
 from .test_logger_support import FakeProducer
+
+# Fixtures that start real RocketMQ servers (JVMs); a test using any of them is `integration`.
+CLUSTER_FIXTURES = frozenset({"rocketmq", "secure", "rocketmq_proxy"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if CLUSTER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +37,13 @@ def rocketmq() -> Iterator[DevCluster]:
         broker_props={"transactionTimeOut": 1000, "transactionCheckInterval": 1000},
     ) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
+    """A name server and a broker with TLS enforced and ACL 2.0 on, and a topic, for the run."""
+    with secure_cluster(tmp_path_factory.mktemp("secure")) as sc:
+        yield sc
 
 
 @pytest.fixture

@@ -20,16 +20,9 @@ from rmqfast.codec import MessageExt, RequestCode, ResponseCode, decode_messages
 from rmqfast.devcluster import DevCluster
 from rmqfast.logger import ASGIMiddleware, RocketMQLogger, WSGIMiddleware
 
-from .remoting import RemotingClient, pull_fields
+from .remoting import RemotingClient, create_topic, pull_fields
+from .secure import ACL_PASSWORD, ACL_USER, SecureCluster, acl_sign
 from .test_logger_support import wait_until
-from .test_producer import (  # the TLS + ACL 2.0 cluster of the producer tests
-    ACL_PASSWORD,
-    ACL_USER,
-    SecureCluster,
-    acl_sign,
-    create_topic,
-    secure,  # noqa: F401 - a fixture
-)
 
 Sign = Callable[[dict[str, str]], dict[str, str]]
 QUEUES = 4  # create_topic makes 4 read/write queues per broker
@@ -289,7 +282,7 @@ def test_broker_outage_retry_window(
     assert set(seen) == want
 
 
-def test_acl_and_tls(secure: SecureCluster) -> None:  # noqa: F811 - the imported fixture
+def test_acl_and_tls(secure: SecureCluster) -> None:
     base: dict[str, Any] = {
         "use_tls": True,
         "tls_ca_file": secure.ca_file,

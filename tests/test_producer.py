@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import os
 import socket
-import ssl
-import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,17 +17,14 @@ import pytest
 from rmqfast._core import Producer, ProducerError, SendResult
 from rmqfast.codec import (
     FrameDecoder,
-    FrameError,
     MessageExt,
     RemotingCommand,
     decode_batch,
-    decode_messages,
 )
 from rmqfast.devcluster import DevCluster
-from rmqfast.proxy import Proxy
 
-from .javatools import JavaTools
-from .remoting import RemotingClient, create_topic_fields, pull_fields, wait_for
+from .remoting import create_topic, new_topic, pull
+from .secure import ACL_PASSWORD, ACL_USER, SecureCluster, acl_sign, java_sign
 
 RETRY_CODES = {17, 14, 1, 2, 16, 204, 205, 1500}
 # Plain ints: mypy cannot see the members of the dynamically built RequestCode/ResponseCode.
@@ -47,88 +37,10 @@ PULL_MESSAGE = 11
 # helpers
 
 
-def java_sign(fields: dict[str, str], body: bytes, access_key: str, secret_key: str) -> str:
-    """AclClientRPCHook's signature, written independently of the Rust code."""
-    f = {k: v for k, v in fields.items() if k != "Signature"}
-    f["AccessKey"] = access_key
-    # Java TreeMap order is UTF-16 code-unit order.
-    data = "".join(f[k] for k in sorted(f, key=lambda s: s.encode("utf-16-be"))).encode() + body
-    return base64.b64encode(hmac.new(secret_key.encode(), data, hashlib.sha1).digest()).decode()
-
-
-def signed(fields: dict[str, str], body: bytes, access_key: str, secret_key: str) -> dict[str, str]:
-    out = dict(fields)
-    out["AccessKey"] = access_key
-    out["Signature"] = java_sign(out, body, access_key, secret_key)
-    return out
-
-
 def refused_addr() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{s.getsockname()[1]}"
-
-
-def create_topic(
-    brokers: dict[str, str],
-    namesrv: str,
-    topic: str,
-    connect: Callable[[str], RemotingClient] = RemotingClient,
-    sign: Callable[[dict[str, str]], dict[str, str]] = lambda f: f,
-) -> None:
-    """UPDATE_AND_CREATE_TOPIC on every broker, then wait until the name server routes it."""
-    for addr in brokers.values():
-        with connect(addr) as b:
-            r = b.request(
-                UPDATE_AND_CREATE_TOPIC,
-                sign(create_topic_fields(topic)),
-            )
-            assert r.code == SUCCESS, r.remark
-
-    def routed() -> bool:
-        with connect(namesrv) as ns:
-            r = ns.request(GET_ROUTEINFO_BY_TOPIC, sign({"topic": topic}))
-        if r.code != SUCCESS:
-            return False
-        names = {q["brokerName"] for q in json.loads(r.body)["queueDatas"]}
-        return names == set(brokers)
-
-    wait_for(routed, 30, f"route of {topic}")
-
-
-def pull(
-    broker_addr: str,
-    topic: str,
-    queue_id: int,
-    offset: int,
-    count: int,
-    connect: Callable[[str], RemotingClient] = RemotingClient,
-    sign: Callable[[dict[str, str]], dict[str, str]] = lambda f: f,
-) -> list[MessageExt]:
-    """`count` messages from one queue, starting at `offset`."""
-    out: list[MessageExt] = []
-    deadline = time.monotonic() + 30
-    with connect(broker_addr) as b:
-        while len(out) < count:
-            r = b.request(
-                PULL_MESSAGE,
-                sign(
-                    pull_fields(
-                        "rmqfast_producer_test_cg", topic, queue_id, offset + len(out), 1000
-                    )
-                ),
-            )
-            if r.code == SUCCESS:
-                out.extend(decode_messages(r.body))
-            elif time.monotonic() > deadline:
-                raise AssertionError(f"pull {topic}/{queue_id}@{offset}: {r.code} {r.remark}")
-            else:
-                time.sleep(0.1)
-    return out[:count]
-
-
-def new_topic(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(scope="module")
@@ -543,107 +455,6 @@ def test_waiting_sends_release_the_gil() -> None:
         silent.close()
 
 
-# ---------------------------------------------------------------------------------------------
-# a broker with TLS enforced (certificate from our own CA) and ACL 2.0 authentication
-
-ACL_USER, ACL_PASSWORD = "rocketmq", "12345678"
-
-
-@dataclass
-class SecureCluster:
-    cluster: DevCluster
-    ca_file: str
-    topic: str
-
-    @property
-    def namesrv(self) -> str:
-        return self.cluster.namesrv_addr
-
-    def connect(self, addr: str) -> RemotingClient:
-        return TlsRemotingClient(addr, self.ca_file)
-
-
-class TlsRemotingClient(RemotingClient):
-    """tests.remoting.RemotingClient over TLS, verified with Python's ssl module."""
-
-    def __init__(self, addr: str, ca_file: str, timeout: float = 10.0) -> None:
-        super().__init__(addr, timeout)
-        ctx = ssl.create_default_context(cafile=ca_file)
-        self.sock = ctx.wrap_socket(self.sock, server_hostname=addr.rsplit(":", 1)[0])
-
-
-def acl_sign(fields: dict[str, str]) -> dict[str, str]:
-    return signed(fields, b"", ACL_USER, ACL_PASSWORD)
-
-
-def make_certs(d: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for 127.0.0.1/localhost signed by it (openssl CLI)."""
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=rmqfast test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
-    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
-    (d / "ext.cnf").write_text(
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
-    )
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")  # fmt: skip
-    return d / "ca.pem", d / "server.pem", d / "server.key"
-
-
-@pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
-    d = tmp_path_factory.mktemp("secure")
-    ca, cert, key = make_certs(d)
-    tls_props = d / "tls.properties"
-    tls_props.write_text(
-        "tls.test.mode.enable=false\n"
-        "tls.server.need.client.auth=none\n"
-        f"tls.server.certPath={cert}\n"
-        f"tls.server.keyPath={key}\n"
-    )
-    cluster = DevCluster(
-        namesrvs=1,
-        brokers=1,
-        broker_props={
-            "authenticationEnabled": "true",
-            "authenticationProvider": (
-                "org.apache.rocketmq.auth.authentication.provider.DefaultAuthenticationProvider"
-            ),
-            "authenticationMetadataProvider": (
-                "org.apache.rocketmq.auth.authentication.provider."
-                "LocalAuthenticationMetadataProvider"
-            ),
-            "initAuthenticationUser": json.dumps(
-                {"username": ACL_USER, "password": ACL_PASSWORD}, separators=(",", ":")
-            ),
-            "innerClientAuthenticationCredentials": json.dumps(
-                {"accessKey": ACL_USER, "secretKey": ACL_PASSWORD}, separators=(",", ":")
-            ),
-        },
-        broker_jvm_props={"tls.server.mode": "enforcing"},
-        stop_timeout=10.0,
-    )
-    # The name server has no JVM-property hook in DevCluster; both JVMs read the TLS file
-    # through JAVA_TOOL_OPTIONS, so the name server (permissive) presents the same cert.
-    with pytest.MonkeyPatch.context() as mp:
-        prior = os.environ.get("JAVA_TOOL_OPTIONS", "")
-        mp.setenv("JAVA_TOOL_OPTIONS", f"{prior} -Dtls.config.file={tls_props}".strip())
-        cluster.start()
-    try:
-        sc = SecureCluster(cluster, str(ca), new_topic("secure_it"))
-        create_topic(cluster.brokers, cluster.namesrv_addr, sc.topic, sc.connect, acl_sign)
-        yield sc
-    finally:
-        cluster.stop()
-
-
 def test_tls_and_acl_send(secure: SecureCluster) -> None:
     p = Producer(
         [secure.namesrv],
@@ -761,132 +572,3 @@ def test_plaintext_is_refused_by_an_enforcing_broker(secure: SecureCluster) -> N
         assert e.value.retryable is True
     finally:
         p.close()
-
-
-def test_proxy_speaks_tls_upstream(secure: SecureCluster) -> None:
-    """The rmqfast proxy in front of the TLS-enforcing, ACL-protected cluster: clients talk
-    plain to the proxy, the proxy talks TLS (verified against the test CA) to the name server
-    and the broker, and the client's AK/SK signatures pass through untouched."""
-    cfg = {
-        "namesrv": secure.namesrv,
-        "listen": "127.0.0.1:0",
-        "admin": None,
-        "upstream_tls": True,
-        "upstream_tls_ca_file": secure.ca_file,
-    }
-    with Proxy(cfg) as proxy:
-        p = Producer([proxy.namesrv_addr], access_key=ACL_USER, secret_key=ACL_PASSWORD)
-        try:
-            r = p.send(secure.topic, b"through the proxy over TLS", keys="proxy-tls")
-        finally:
-            p.close()
-        st = proxy.stats()
-    assert (st["send_message_v2"], st["upstream_connect_failure"]) == (1, 0)
-    addr = secure.cluster.brokers[r.broker_name]
-    [m] = pull(addr, secure.topic, r.queue_id, r.queue_offset, 1, secure.connect, acl_sign)
-    assert (m.body, m.keys, m.uniq_key) == (b"through the proxy over TLS", "proxy-tls", r.msg_id)
-
-    # Without upstream TLS the enforcing broker drops the proxy's plain connection, so the
-    # send fails (and nothing hangs).
-    plain = {k: v for k, v in cfg.items() if not k.startswith("upstream_tls")}
-    with Proxy(plain) as proxy:
-        p = Producer(
-            [proxy.namesrv_addr],
-            access_key=ACL_USER,
-            secret_key=ACL_PASSWORD,
-            retry_times=0,
-            timeout=5,
-        )
-        try:
-            with pytest.raises(ProducerError):
-                p.send(secure.topic, b"x")
-        finally:
-            p.close()
-
-
-def test_proxy_serves_tls_clients(secure: SecureCluster) -> None:
-    """TLS on both sides: clients reach the proxy over TLS (its certificate from the test CA),
-    the proxy reaches the cluster over TLS. `enforcing` refuses plain clients (counted),
-    `permissive` serves both."""
-    certs = Path(secure.ca_file).parent
-    cfg: dict[str, Any] = {
-        "namesrv": secure.namesrv,
-        "listen": "127.0.0.1:0",
-        "admin": None,
-        "upstream_tls": True,
-        "upstream_tls_ca_file": secure.ca_file,
-        "tls_cert_file": str(certs / "server.pem"),
-        "tls_key_file": str(certs / "server.key"),
-    }
-    with Proxy(cfg) as proxy:
-        p = Producer(
-            [proxy.namesrv_addr],
-            use_tls=True,
-            tls_ca_file=secure.ca_file,
-            access_key=ACL_USER,
-            secret_key=ACL_PASSWORD,
-        )
-        try:
-            r = p.send(secure.topic, b"TLS end to end", keys="tls-e2e")
-        finally:
-            p.close()
-        # A plain client gets a TLS alert (not a frame), then the connection closes.
-        with RemotingClient(proxy.namesrv_addr) as c, pytest.raises((OSError, FrameError)):
-            c.request(GET_ROUTEINFO_BY_TOPIC, {"topic": secure.topic}, timeout=5)
-        wait_for(
-            lambda: proxy.stats()["tls_handshake_failure"] >= 1, 10, "the refused plain client"
-        )
-    addr = secure.cluster.brokers[r.broker_name]
-    [m] = pull(addr, secure.topic, r.queue_id, r.queue_offset, 1, secure.connect, acl_sign)
-    assert (m.body, m.keys) == (b"TLS end to end", "tls-e2e")
-
-    with Proxy({**cfg, "tls_mode": "permissive"}) as proxy:
-        for client in (secure.connect(proxy.namesrv_addr), RemotingClient(proxy.namesrv_addr)):
-            with client as c:
-                route = c.request(GET_ROUTEINFO_BY_TOPIC, {"topic": secure.topic})
-                assert route.code == SUCCESS, route.remark
-        assert proxy.stats()["tls_handshake_failure"] == 0
-
-
-def test_java_client_over_tls_through_the_proxy(
-    secure: SecureCluster, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    """RocketMQ's Java client with TLS on (verifying the proxy's certificate against the test
-    CA) and ACL signing, through the proxy with TLS on both sides, to the enforcing broker."""
-    cache = getattr(request.config, "cache", None)
-    build = cache.mkdir("rmqfast-java") if cache is not None else tmp_path / "build"
-    java = JavaTools(secure.cluster.lib_dir, build, tmp_path)
-    certs = Path(secure.ca_file).parent
-    cfg = {
-        "namesrv": secure.namesrv,
-        "listen": "127.0.0.1:0",
-        "admin": None,
-        "upstream_tls": True,
-        "upstream_tls_ca_file": secure.ca_file,
-        "tls_cert_file": str(certs / "server.pem"),
-        "tls_key_file": str(certs / "server.key"),
-    }
-    prefix = uuid.uuid4().hex[:8]
-    with Proxy(cfg) as proxy:
-        r = java.run(
-            "Producer",
-            {
-                "namesrv": proxy.namesrv_addr,
-                "topic": secure.topic,
-                "group": f"rmqfast_tls_pg_{prefix}",
-                "prefix": prefix,
-                "sync": 5,
-                "access_key": ACL_USER,
-                "secret_key": ACL_PASSWORD,
-            },
-            jvm_props={
-                "tls.enable": "true",
-                "tls.test.mode.enable": "false",
-                "tls.client.authServer": "true",
-                "tls.client.trustCertPath": secure.ca_file,
-            },
-        ).result
-        st = proxy.stats()
-    assert r["keys"]["sync"] == [f"{prefix}-sync-{i}" for i in range(5)]
-    assert st["send_message_v2"] == 5
-    assert st["tls_handshake_failure"] == 0

@@ -230,6 +230,35 @@ def test_prometheus_text_includes_loggers_of_the_process() -> None:
         assert lg.flush(10)
         names = [n for n, _ in logger_stats()]
         assert "prom-test" in names
-        text = render_prometheus(None, logger_stats())
+        text = render_prometheus()
         assert 'rmqfast_logger_accepted_total{name="prom-test"} 1' in text
         assert "rmqfast_build_info" in text
+        assert "rmqfast_logger_" not in render_prometheus(None, [])
+
+
+def test_metrics_and_stats_over_the_admin_endpoint() -> None:
+    """/metrics names follow Prometheus conventions; every /stats key is in the README."""
+    import json
+    import re
+    import urllib.request
+
+    cfg = from_mapping(
+        {"namesrv": f"127.0.0.1:{free_port()}", "listen": "127.0.0.1:0", "admin": "127.0.0.1:0"}
+    )
+    with Proxy(cfg) as p:
+        assert p.admin_addr is not None
+        with urllib.request.urlopen(f"http://{p.admin_addr}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        with urllib.request.urlopen(f"http://{p.admin_addr}/stats", timeout=10) as r:
+            stats = json.loads(r.read())
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    assert types["rmqfast_proxy_connections_total"] == "counter"
+    assert types["rmqfast_proxy_client_to_proxy_bytes_total"] == "counter"
+    assert types["rmqfast_proxy_connections_active"] == "gauge"
+    for name, kind in types.items():
+        assert "_total_total" not in name
+        assert name.startswith("rmqfast_"), name
+        assert name.endswith("_total") == (kind == "counter"), (name, kind)
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    undocumented = [k for k in stats if f"`{k}`" not in readme]
+    assert not undocumented, f"/stats keys missing from the README: {undocumented}"

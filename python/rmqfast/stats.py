@@ -46,14 +46,21 @@ def logger_stats() -> list[tuple[str, dict[str, Any]]]:
     return items
 
 
+_open_logger_stats = logger_stats
+
+
 def _escape(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _metric_name(prefix: str, name: str, counter: bool) -> str:
+    """Prometheus name of a stat: counters end in `_total` once (`connections_total` stays
+    `..._connections_total`), bytes are in their unit's name."""
     if name.startswith("bytes_"):
         return f"{prefix}_{name[len('bytes_') :]}_bytes_total"
-    return f"{prefix}_{name}_total" if counter else f"{prefix}_{name}"
+    if counter and not name.endswith("_total"):
+        return f"{prefix}_{name}_total"
+    return f"{prefix}_{name}"
 
 
 def _histogram_lines(name: str, h: Mapping[str, Any], labels: str, lines: list[str]) -> None:
@@ -70,9 +77,10 @@ def _histogram_lines(name: str, h: Mapping[str, Any], labels: str, lines: list[s
 
 def render_prometheus(
     proxy_raw: Mapping[str, Any] | None = None,
-    logger_stats: Iterable[tuple[str, Mapping[str, Any]]] = (),
+    logger_stats: Iterable[tuple[str, Mapping[str, Any]]] | None = None,
 ) -> str:
-    """Prometheus text exposition (version 0.0.4) of the given proxy and logger stats."""
+    """Prometheus text exposition (version 0.0.4) of the given proxy stats and logger stats;
+    `logger_stats=None` means every open logger of this process."""
     lines = [
         "# HELP rmqfast_build_info rmqfast build information.",
         "# TYPE rmqfast_build_info gauge",
@@ -100,9 +108,9 @@ def render_prometheus(
         lines.append(f"# TYPE {metric} histogram")
         for code, h in proxy_raw["request_time_by_code"].items():
             _histogram_lines(metric, h, f'code="{_escape(code)}"', lines)
-    logger_stats = list(logger_stats)
-    if logger_stats:
-        _logger_lines(logger_stats, lines)
+    loggers = list(_open_logger_stats() if logger_stats is None else logger_stats)
+    if loggers:
+        _logger_lines(loggers, lines)
     return "\n".join(lines) + "\n"
 
 

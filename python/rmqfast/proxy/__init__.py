@@ -20,7 +20,7 @@ from rmqfast.proxy.config import (
     from_mapping,
     load_file,
 )
-from rmqfast.stats import flatten_proxy_stats, logger_stats, render_prometheus
+from rmqfast.stats import flatten_proxy_stats, render_prometheus
 
 __all__ = [
     "Cluster",
@@ -109,4 +109,4 @@ class Proxy:
 
     def prometheus(self) -> str:
         """The stats as Prometheus text, with those of any RocketMQLogger in this process."""
-        return render_prometheus(self._server.stats(), logger_stats())
+        return render_prometheus(self._server.stats())

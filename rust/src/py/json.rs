@@ -4,12 +4,13 @@
 //! word-at-a-time escape scan instead of being rebuilt character by character).
 
 use pyo3::exceptions::{PyRecursionError, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
 };
 
-use crate::json_text::{write_f64, write_i64, write_str};
+use crate::json_text::{replace_surrogates, write_f64, write_i64, write_str};
 
 /// Deeper nesting than this is reported as a RecursionError (a cycle, most likely; Python's
 /// encoder, without its cycle check, fails the same way).
@@ -28,7 +29,7 @@ impl<'py> Writer<'_, 'py> {
             )));
         }
         if let Ok(s) = v.cast::<PyString>() {
-            self.string(s);
+            self.string(s)?;
         } else if let Ok(d) = v.cast::<PyDict>() {
             self.dict(d, depth)?;
         } else if v.is_none() {
@@ -76,33 +77,63 @@ impl<'py> Writer<'_, 'py> {
         Ok(())
     }
 
-    fn string(&mut self, s: &Bound<'py, PyString>) {
+    fn string(&mut self, s: &Bound<'py, PyString>) -> PyResult<()> {
         match s.to_str() {
             Ok(text) => write_str(&mut self.out, text),
-            // Lone surrogates have no UTF-8 form; they become U+FFFD.
-            Err(_) => write_str(&mut self.out, &s.to_string_lossy()),
+            // Lone surrogates have no UTF-8 form; each becomes one U+FFFD.
+            Err(_) => {
+                let raw = s.call_method1(intern!(s.py(), "encode"), ("utf-8", "surrogatepass"))?;
+                let raw = raw.cast::<PyBytes>()?;
+                write_str(&mut self.out, &replace_surrogates(raw.as_bytes()));
+            }
         }
+        Ok(())
     }
 
     fn dict(&mut self, d: &Bound<'py, PyDict>, depth: u32) -> PyResult<()> {
         self.out.push(b'{');
-        for (i, (k, item)) in d.iter().enumerate() {
-            if i > 0 {
-                self.out.push(b',');
+        if d.is_exact_instance_of::<PyDict>() || d.is_empty() {
+            for (i, (k, item)) in d.iter().enumerate() {
+                self.member(i, &k, &item, depth)?;
             }
-            self.key(&k)?;
-            self.out.push(b':');
-            self.value(&item, depth + 1)?;
+        } else {
+            // As in the stdlib's encoder, a non-empty dict subclass is walked through its
+            // items(): an OrderedDict's own order (after move_to_end it differs from the
+            // underlying dict's), a subclass's override (Django's MultiValueDict).
+            let items = d.call_method0(intern!(d.py(), "items"))?;
+            for (i, pair) in items.try_iter()?.enumerate() {
+                let pair = pair?;
+                let pair = match pair.cast::<PyTuple>() {
+                    Ok(t) if t.len() == 2 => t.clone(),
+                    _ => return Err(PyValueError::new_err("items must return 2-tuples")),
+                };
+                self.member(i, &pair.get_item(0)?, &pair.get_item(1)?, depth)?;
+            }
         }
         self.out.push(b'}');
         Ok(())
+    }
+
+    fn member(
+        &mut self,
+        i: usize,
+        k: &Bound<'py, PyAny>,
+        item: &Bound<'py, PyAny>,
+        depth: u32,
+    ) -> PyResult<()> {
+        if i > 0 {
+            self.out.push(b',');
+        }
+        self.key(k)?;
+        self.out.push(b':');
+        self.value(item, depth + 1)
     }
 
     /// Keys as Python's encoder converts them: str as is; int, float, bool and None as their
     /// JSON text in quotes; anything else is a TypeError.
     fn key(&mut self, k: &Bound<'py, PyAny>) -> PyResult<()> {
         if let Ok(s) = k.cast::<PyString>() {
-            self.string(s);
+            self.string(s)?;
             return Ok(());
         }
         let mut text = Vec::with_capacity(24);

@@ -217,6 +217,37 @@ def test_mqadmin_cluster_list(rocketmq: DevCluster) -> None:
 
 
 @pytest.mark.integration
+def test_cli_mqadmin_from_an_empty_cache(rocketmq: DevCluster, tmp_path: Path) -> None:
+    # A fresh machine's cache: nothing but the jars (linked, so nothing is downloaded again);
+    # no mqadmin work dir yet.
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    jars = rocketmq.lib_dir.parent
+    (cache / jars.name).symlink_to(jars, target_is_directory=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": _PYTHONPATH,
+        "RMQFAST_CACHE": str(cache),
+        "RMQFAST_DEVCLUSTER_CURRENT": str(tmp_path / "current"),
+    }
+    cmd = [sys.executable, "-m", "rmqfast.devcluster", "mqadmin", "--dir", str(rocketmq.dir)]
+    proc = subprocess.run(
+        [*cmd, "clusterList"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "broker-a" in proc.stdout and "broker-b" in proc.stdout
+    assert (cache / "mqadmin" / "tmp").is_dir()
+    # It says which name server it talks to: with no rmqfast proxy running, the cluster's own.
+    assert f"mqadmin: name server {rocketmq.namesrv_addr} (the cluster's own" in proc.stderr
+    assert sorted(p.name for p in cache.iterdir()) == sorted([jars.name, "mqadmin"])
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
 def test_stop_and_start_broker(rocketmq: DevCluster, kill: bool) -> None:
     ns = rocketmq.namesrv_addrs[0]

@@ -2,6 +2,8 @@
 
 Shell: `python -m rmqfast.devcluster up [--namesrvs N] [--brokers M] [--proxy] [--dir DIR]`,
 then `status`, `stop-broker NAME`, `start-broker NAME`, `mqadmin ARGS...` and `down`.
+`run` (what `make run` calls; `devcluster.run`) adds the rmqfast proxy and a first message;
+`produce` and `consume` (`devcluster.messages`) go through that proxy.
 
 Python::
 
@@ -321,7 +323,7 @@ def run_mqadmin(
     work = cache_root() / "mqadmin"
     home = rocketmq_home or (work / "home")
     home.mkdir(parents=True, exist_ok=True)
-    (work / "tmp").mkdir(exist_ok=True)
+    (work / "tmp").mkdir(parents=True, exist_ok=True)
     props: dict[str, object] = {"java.io.tmpdir": work / "tmp"}
     env = dict(os.environ)
     env["ROCKETMQ_HOME"] = str(home)

@@ -1,4 +1,8 @@
-"""`python -m rmqfast.devcluster up|down|status|jars|mqadmin`: a local RocketMQ for development."""
+"""`python -m rmqfast.devcluster up|down|status|jars|mqadmin|run|produce|consume`.
+
+A local RocketMQ for development; `run` (what `make run` calls) adds the rmqfast proxy in front
+of it and sends a first message, `produce` and `consume` go through that proxy.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,17 @@ from rmqfast.devcluster import (
     ensure_jars,
     run_mqadmin,
 )
+from rmqfast.devcluster.messages import (
+    DEFAULT_GROUP,
+    Received,
+    Sent,
+    consume,
+    describe,
+    produce,
+    resolve_namesrv,
+    running_proxy,
+)
+from rmqfast.devcluster.run import FIRST_TOPIC, run, stop_run_proxy
 
 
 def _kv(text: str) -> tuple[str, str]:
@@ -76,9 +91,72 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("jars", help="fetch the RocketMQ jars if needed and print their directory")
 
-    mq = sub.add_parser("mqadmin", help="run mqadmin against the cluster")
+    mq = sub.add_parser(
+        "mqadmin",
+        help="run mqadmin against the cluster (through the `make run` proxy when it runs)",
+    )
     mq.add_argument("--dir", type=Path, help="the cluster's DIR (default: the last `up`)")
     mq.add_argument("args", nargs=argparse.REMAINDER, help="mqadmin arguments")
+
+    run = sub.add_parser(
+        "run",
+        help="start (or reuse) a cluster, put the rmqfast proxy in front, send a first message, "
+        "serve until Ctrl-C (what `make run` does)",
+    )
+    run.add_argument("--dir", type=Path, default=Path(".devcluster"), help="(.devcluster)")
+    run.add_argument(
+        "--proxy-port",
+        type=int,
+        metavar="PORT",
+        help="proxy port on 127.0.0.1; fails if taken (default: 19876, or a free port if taken)",
+    )
+    run.add_argument(
+        "--admin-port",
+        type=int,
+        metavar="PORT",
+        help="admin endpoint port; fails if taken (default: 9901, or a free port if taken)",
+    )
+    run.add_argument("--namesrvs", type=int, default=1, metavar="N", help="name servers (1)")
+    run.add_argument("--brokers", type=int, default=2, metavar="M", help="brokers (2)")
+    run.add_argument("--topic", default=FIRST_TOPIC, help=f"first message's topic ({FIRST_TOPIC})")
+    run.add_argument("--timeout", type=float, default=180.0, help="startup deadline, s (180)")
+    run.add_argument("--log-level", default="warning", help="proxy log level (warning)")
+
+    ns_help = "name server HOST:PORT (default: the proxy `make run` started; an error if none runs)"
+    prod = sub.add_parser("produce", help="send messages through the `make run` proxy")
+    prod.add_argument("--topic", required=True)
+    prod.add_argument("--body", default="hello from rmqfast", help="message body text")
+    prod.add_argument("--count", type=int, default=1, metavar="N", help="messages to send (1)")
+    prod.add_argument("--tag", help="message tag")
+    prod.add_argument("--key", help="message key(s), space-separated")
+    prod.add_argument(
+        "--no-create", action="store_true", help="do not create a topic that does not exist"
+    )
+    prod.add_argument("-n", "--namesrv", metavar="ADDR", help=ns_help)
+    prod.add_argument("--dir", type=Path, help="the cluster's DIR (default: the last `run`/`up`)")
+
+    cons = sub.add_parser("consume", help="read messages through the `make run` proxy")
+    cons.add_argument("--topic", required=True)
+    cons.add_argument("--group", default=DEFAULT_GROUP, help=f"consumer group ({DEFAULT_GROUP})")
+    cons.add_argument(
+        "--count",
+        type=int,
+        metavar="N",
+        help="stop after N messages (default: once caught up with at least one read)",
+    )
+    cons.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S", help="wait at most S s (10)"
+    )
+    cons.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the first stored message, not the group's committed offset",
+    )
+    cons.add_argument(
+        "--no-commit", action="store_true", help="leave the group's committed offsets alone"
+    )
+    cons.add_argument("-n", "--namesrv", metavar="ADDR", help=ns_help)
+    cons.add_argument("--dir", type=Path, help="the cluster's DIR (default: the last `run`/`up`)")
     return p
 
 
@@ -136,6 +214,10 @@ def _cmd_up(a: argparse.Namespace) -> int:
 def _cmd_down(a: argparse.Namespace) -> int:
     path = _resolve_dir(a.dir)
     cluster = DevCluster.from_state(path)
+    # The proxy of `make run` would only answer errors once the cluster behind it is gone.
+    proxy_pid = stop_run_proxy(path)
+    if proxy_pid is not None:
+        print(f"stopped the rmqfast proxy of `make run` (pid {proxy_pid})")
     if a.keep_dir:
         cluster.set_keep_dir(True)
     pids = [f"{r['name']} (pid {r['pid']})" for r in cluster.status() if r["alive"]]
@@ -175,12 +257,123 @@ def _cmd_broker(a: argparse.Namespace) -> int:
 
 
 def _cmd_mqadmin(a: argparse.Namespace) -> int:
-    cluster = DevCluster.from_state(_resolve_dir(a.dir))
+    path = _resolve_dir(a.dir)
+    cluster = DevCluster.from_state(path)
     args = a.args[1:] if a.args[:1] == ["--"] else list(a.args)
-    proc = run_mqadmin(args, cluster.namesrv_addr, rocketmq_home=cluster.rocketmq_home)
+    given = _namesrv_arg(args)
+    if given is not None:
+        namesrv, source = given, "given with -n"
+    else:
+        rec = running_proxy(path)
+        if rec is not None:
+            namesrv, source = rec.namesrv_addr, f"the rmqfast proxy of `make run`, pid {rec.pid}"
+        else:
+            namesrv = cluster.namesrv_addr
+            source = (
+                "the cluster's own name server: no rmqfast proxy is running, "
+                "so this bypasses it; `make run` starts one"
+            )
+    print(f"mqadmin: name server {namesrv} ({source})", file=sys.stderr, flush=True)
+    proc = run_mqadmin(args, namesrv, rocketmq_home=cluster.rocketmq_home)
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
     return proc.returncode
+
+
+def _namesrv_arg(args: Sequence[str]) -> str | None:
+    for i, arg in enumerate(args):
+        if arg in ("-n", "--namesrvAddr") and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--namesrvAddr="):
+            return arg.partition("=")[2]
+    return None
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    return run(
+        a.dir,
+        proxy_port=a.proxy_port,
+        admin_port=a.admin_port,
+        namesrvs=a.namesrvs,
+        brokers=a.brokers,
+        topic=a.topic,
+        timeout=a.timeout,
+        log_level=a.log_level,
+    )
+
+
+def _fields(d: dict[str, Any]) -> str:
+    return " ".join(
+        f"{k}={json.dumps(v, ensure_ascii=False) if k == 'body' else v}"
+        for k, v in d.items()
+        if v is not None
+    )
+
+
+def _cmd_produce(a: argparse.Namespace) -> int:
+    if a.count < 1:
+        raise DevClusterError(f"--count {a.count}: expected at least 1")
+    namesrv, source = resolve_namesrv(a.namesrv, a.dir)
+    print(f"produce: name server {namesrv} ({source})", file=sys.stderr, flush=True)
+    bodies = [a.body if a.count == 1 else f"{a.body} #{i + 1}" for i in range(a.count)]
+
+    def show(s: Sent) -> None:
+        d = {
+            "topic": s.topic,
+            "broker": s.broker,
+            "queue": s.queue_id,
+            "offset": s.queue_offset,
+            "msgId": s.msg_id,
+        }
+        print(f"sent {_fields(d)}", flush=True)
+
+    _, created = produce(
+        namesrv,
+        a.topic,
+        [b.encode() for b in bodies],
+        tags=a.tag,
+        keys=a.key,
+        create=not a.no_create,
+        on_sent=show,
+    )
+    if created:
+        print(
+            f"produce: created topic {a.topic} on {', '.join(created)} (4 queues each)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cmd_consume(a: argparse.Namespace) -> int:
+    if a.count is not None and a.count < 1:
+        raise DevClusterError(f"--count {a.count}: expected at least 1")
+    namesrv, source = resolve_namesrv(a.namesrv, a.dir)
+    print(f"consume: name server {namesrv} ({source})", file=sys.stderr, flush=True)
+
+    def show(r: Received) -> None:
+        print(f"received {_fields(describe(r))}", flush=True)
+
+    got = consume(
+        namesrv,
+        a.topic,
+        group=a.group,
+        count=a.count,
+        timeout=a.timeout,
+        from_beginning=a.from_beginning,
+        commit=not a.no_commit,
+        on_message=show,
+    )
+    committed = "offsets not committed" if a.no_commit else "offsets committed"
+    want = f" of {a.count}" if a.count is not None else ""
+    print(
+        f"consume: {len(got)}{want} message(s) from {a.topic} (group {a.group}, {committed})",
+        file=sys.stderr,
+    )
+    if not got or (a.count is not None and len(got) < a.count):
+        hint = "" if a.from_beginning else "; --from-beginning rereads what the group has read"
+        print(f"consume: nothing more arrived within {a.timeout:g} s{hint}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,6 +391,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.command == "jars":
             print(ensure_jars(quiet=False))
             return 0
+        if a.command == "run":
+            return _cmd_run(a)
+        if a.command == "produce":
+            return _cmd_produce(a)
+        if a.command == "consume":
+            return _cmd_consume(a)
         return _cmd_mqadmin(a)
     except DevClusterError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -572,3 +572,12 @@ def test_plaintext_is_refused_by_an_enforcing_broker(secure: SecureCluster) -> N
         assert e.value.retryable is True
     finally:
         p.close()
+
+
+def test_repr_of_a_batch_result_with_non_ascii_ids(topic: str, producer: Producer) -> None:
+    # The caller may set UNIQ_KEY; repr shortens a long batch id by characters, not bytes.
+    ids = [f"идентификатор-{i}-ключ" for i in range(4)]
+    [r] = producer.send_batch(topic, [(b"m", {"UNIQ_KEY": i}) for i in ids])
+    assert r.msg_id == ",".join(ids)
+    text = repr(r)
+    assert text.startswith("SendResult(") and f'msg_id="{r.msg_id[:32]}...(4 ids)")' in text

@@ -262,3 +262,43 @@ def test_metrics_and_stats_over_the_admin_endpoint() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     undocumented = [k for k in stats if f"`{k}`" not in readme]
     assert not undocumented, f"/stats keys missing from the README: {undocumented}"
+
+
+def test_the_readme_defaults_table_is_the_code_defaults() -> None:
+    """Each row of the README's configuration table states the default the code has; the data
+    path's defaults are the Rust core's own."""
+    import dataclasses
+    import re
+
+    from rmqfast import _core
+    from rmqfast.proxy import ProxyConfig
+
+    rust = _core.proxy_config_defaults()
+    cfg = ProxyConfig()
+    fields = {f.name for f in dataclasses.fields(ProxyConfig)}
+    for name, value in rust.items():
+        assert name in fields, f"Rust default {name} is not a ProxyConfig field"
+        if name != "routes":
+            assert getattr(cfg, name) == value, (
+                f"{name}: Python {getattr(cfg, name)!r} != {value!r}"
+            )
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme[readme.index("| key / flag | default | meaning |") :]
+    table = table[: table.index("\n\n")]
+    checked = set()
+    for row in table.splitlines()[2:]:
+        keys_cell, default_cell, _ = (c.strip() for c in row.strip("|").split("|"))
+        names = [n for n in re.findall(r"`([a-z_]+)`", keys_cell.split(" / ")[0]) if n in fields]
+        literal = re.fullmatch(r"`([^`]*)`", default_cell)
+        for name in names:
+            value = getattr(cfg, name)
+            if literal:
+                shown = str(value).lower() if isinstance(value, bool) else str(value)
+                assert literal.group(1) == shown, (
+                    f"README says {name} = {default_cell}, code {value!r}"
+                )
+            else:
+                # "listen host", "none", "—", "built-in web roots": no value of its own.
+                assert value in (None, [], ""), f"README gives {name} no literal default: {value!r}"
+            checked.add(name)
+    assert checked >= set(rust) - {"routes"} | {"admin", "log_level"}, set(rust) - checked

@@ -4,7 +4,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rmqfast::codec::frame::split;
-use rmqfast::codec::route::TopicRouteData;
+use rmqfast::codec::route::{BrokerAddrs, TopicRouteData};
 use rmqfast::codec::{
     FrameView, HeaderRef, LanguageCode, RemotingCommand, SerializeType, DEFAULT_MAX_FRAME_SIZE,
 };
@@ -94,7 +94,7 @@ fn route(c: &mut Criterion) {
     g.bench_function("parse_rewrite_serialize", |b| {
         b.iter(|| {
             let mut r = TopicRouteData::from_json(black_box(ROUTE)).unwrap();
-            r.rewrite_broker_addrs(|_, _, addr| {
+            r.rewrite_broker_addrs(&mut |_, _, addr| {
                 Some(match addr {
                     "127.0.0.1:10911" => "127.0.0.1:30001".to_string(),
                     "127.0.0.1:10921" => "127.0.0.1:30002".to_string(),

@@ -8,6 +8,7 @@ pub mod json_text;
 pub mod producer;
 pub mod proxy;
 pub mod stats;
+pub mod sync;
 
 #[cfg(feature = "python")]
 mod py;

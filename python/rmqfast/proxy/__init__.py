@@ -99,10 +99,6 @@ class Proxy:
         """Opens the listener for a broker now rather than at its first route lookup."""
         return self._server.open_broker(real_addr)
 
-    def raw_stats(self) -> dict[str, Any]:
-        """The Rust snapshot: counters, gauges, histograms in microseconds."""
-        return self._server.stats()
-
     def stats(self) -> dict[str, Any]:
         """Every statistic by its Envoy name, plus `request_time_ms` histograms."""
         return flatten_proxy_stats(self._server.stats())

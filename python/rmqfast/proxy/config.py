@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from rmqfast import _core
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
@@ -39,35 +41,42 @@ class TopicRoute:
     regex: str | None = None
 
 
+# The data path's defaults, from the Rust core that owns them (`ProxyConfig::defaults`).
+_RUST: dict[str, Any] = _core.proxy_config_defaults()
+
+
 @dataclass
 class ProxyConfig:
-    """Everything `python -m rmqfast.proxy` can be told; see the README for each field."""
+    """Everything `python -m rmqfast.proxy` can be told; see the README for each field.
+
+    Defaults of the data path's fields come from the Rust core; `admin` and `log_level` belong
+    to the Python side (the admin endpoint and logging) and are defaulted here."""
 
     clusters: list[Cluster] = field(default_factory=list)
     routes: list[TopicRoute] = field(default_factory=list)
-    default_cluster: str | None = None
-    listen: str = "127.0.0.1:19876"
-    advertise_host: str | None = None
-    broker_bind_host: str | None = None
-    broker_port_base: int = 0
+    default_cluster: str | None = _RUST["default_cluster"]
+    listen: str = _RUST["listen"]
+    advertise_host: str | None = _RUST["advertise_host"]
+    broker_bind_host: str | None = _RUST["broker_bind_host"]
+    broker_port_base: int = _RUST["broker_port_base"]
     admin: str | None = "127.0.0.1:9901"
-    connect_timeout_ms: int = 3000
-    request_timeout_ms: int = 5000
-    idle_timeout_s: int = 300
-    max_connections: int = 10000
-    max_frame_size: int = 16 * 1024 * 1024
-    route_cache_ttl_s: int = 5
-    drain_timeout_ms: int = 5000
-    worker_threads: int = 2
-    max_buffered_frames: int = 1024
+    connect_timeout_ms: int = _RUST["connect_timeout_ms"]
+    request_timeout_ms: int = _RUST["request_timeout_ms"]
+    idle_timeout_s: int = _RUST["idle_timeout_s"]
+    max_connections: int = _RUST["max_connections"]
+    max_frame_size: int = _RUST["max_frame_size"]
+    route_cache_ttl_s: int = _RUST["route_cache_ttl_s"]
+    drain_timeout_ms: int = _RUST["drain_timeout_ms"]
+    worker_threads: int = _RUST["worker_threads"]
+    max_buffered_frames: int = _RUST["max_buffered_frames"]
     log_level: str = "info"
-    upstream_tls: bool = False
-    upstream_tls_ca_file: str | None = None
-    upstream_tls_verify: bool = True
-    upstream_tls_server_name: str | None = None
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-    tls_mode: str = "enforcing"
+    upstream_tls: bool = _RUST["upstream_tls"]
+    upstream_tls_ca_file: str | None = _RUST["upstream_tls_ca_file"]
+    upstream_tls_verify: bool = _RUST["upstream_tls_verify"]
+    upstream_tls_server_name: str | None = _RUST["upstream_tls_server_name"]
+    tls_cert_file: str | None = _RUST["tls_cert_file"]
+    tls_key_file: str | None = _RUST["tls_key_file"]
+    tls_mode: str = _RUST["tls_mode"]
 
     def validate(self) -> ProxyConfig:
         """Checks every field; raises ConfigError naming the first wrong one."""

@@ -158,9 +158,6 @@ impl FrameView {
     }
 }
 
-/// Offset of `opaque` within a frame with a ROCKETMQ header: code(2) language(1) version(2).
-pub const BINARY_OPAQUE_OFFSET: usize = PRELUDE_LEN + 5;
-
 fn peek_binary(h: &[u8]) -> Result<(i32, i32, i32), FrameError> {
     if h.len() < 13 {
         return Err(FrameError::new(
@@ -288,11 +285,6 @@ impl FrameDecoder {
         self.buf.drain(..start);
         self.consumed += start;
         Ok(frames)
-    }
-
-    /// The error that stopped this stream, if any.
-    pub fn error(&self) -> Option<&FrameError> {
-        self.failed.as_ref()
     }
 }
 

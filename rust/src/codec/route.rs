@@ -94,10 +94,7 @@ pub struct BrokerData {
 }
 
 impl BrokerData {
-    fn rewrite<F>(&mut self, f: &mut F)
-    where
-        F: FnMut(&str, i64, &str) -> Option<String>,
-    {
+    fn rewrite(&mut self, f: &mut dyn FnMut(&str, i64, &str) -> Option<String>) {
         for (id, addr) in self.broker_addrs.iter_mut() {
             if let Some(new) = f(&self.broker_name, *id, addr) {
                 *addr = new;
@@ -135,21 +132,6 @@ impl TopicRouteData {
     pub fn from_json(json: &[u8]) -> Result<Self, RouteError> {
         parse(json)
     }
-
-    /// Standard JSON with quoted integer keys, fields in fastjson's order.
-    pub fn to_json(&self) -> Vec<u8> {
-        to_vec(self)
-    }
-
-    /// Replaces broker addresses: `f(brokerName, brokerId, addr)` returns the new one or `None`.
-    pub fn rewrite_broker_addrs<F>(&mut self, mut f: F)
-    where
-        F: FnMut(&str, i64, &str) -> Option<String>,
-    {
-        for bd in &mut self.broker_datas {
-            bd.rewrite(&mut f);
-        }
-    }
 }
 
 /// Brokers and clusters known to a name server (the body of GET_BROKER_CLUSTER_INFO).
@@ -173,23 +155,11 @@ impl ClusterInfo {
         parse(json)
     }
 
-    /// Standard JSON with quoted integer keys.
-    pub fn to_json(&self) -> Vec<u8> {
-        to_vec(self)
-    }
-
-    /// Replaces broker addresses: `f(brokerName, brokerId, addr)` returns the new one or `None`.
-    pub fn rewrite_broker_addrs<F>(&mut self, mut f: F)
-    where
-        F: FnMut(&str, i64, &str) -> Option<String>,
-    {
-        for bd in self.broker_addr_table.values_mut() {
-            bd.rewrite(&mut f);
-        }
-    }
-
-    /// Folds in another name server's answer: brokers, broker ids and cluster members are
-    /// unioned; where both have a value, `self`'s is kept.
+    /// Folds in another cluster's answer as one RocketMQ name server would hold both: broker
+    /// groups, broker ids and cluster members are unioned (a name server keys brokers by
+    /// name and adds each registering id to the group it already has); where both have a
+    /// value (the same id of the same group, the group's cluster), `self`'s is kept, and so
+    /// are fields this version does not know.
     pub fn merge(&mut self, other: ClusterInfo) {
         for (name, bd) in other.broker_addr_table {
             match self.broker_addr_table.entry(name) {
@@ -221,24 +191,48 @@ impl ClusterInfo {
     }
 }
 
-/// Parses a route body, rewrites its broker addresses and writes it back as standard JSON.
-pub fn rewrite_route_json<F>(body: &[u8], f: F) -> Result<Vec<u8>, RouteError>
-where
-    F: FnMut(&str, i64, &str) -> Option<String>,
-{
-    let mut route = TopicRouteData::from_json(body)?;
-    route.rewrite_broker_addrs(f);
-    Ok(route.to_json())
+/// The route bodies whose broker addresses a proxy replaces (TopicRouteData, ClusterInfo):
+/// the one place that knows where in each the addresses are.
+pub trait BrokerAddrs {
+    /// Replaces broker addresses: `f(brokerName, brokerId, addr)` returns the new one or `None`.
+    fn rewrite_broker_addrs(&mut self, f: &mut dyn FnMut(&str, i64, &str) -> Option<String>);
+
+    /// Standard JSON with quoted integer keys, fields in fastjson's order.
+    fn to_json(&self) -> Vec<u8>;
+
+    /// Every broker address in the body, in body order, repeats included.
+    fn broker_addr_list(&mut self) -> Vec<String> {
+        let mut all = Vec::new();
+        self.rewrite_broker_addrs(&mut |_, _, addr| {
+            all.push(addr.to_owned());
+            None
+        });
+        all
+    }
 }
 
-/// Like `rewrite_route_json`, for a cluster-info body.
-pub fn rewrite_cluster_json<F>(body: &[u8], f: F) -> Result<Vec<u8>, RouteError>
-where
-    F: FnMut(&str, i64, &str) -> Option<String>,
-{
-    let mut info = ClusterInfo::from_json(body)?;
-    info.rewrite_broker_addrs(f);
-    Ok(info.to_json())
+impl BrokerAddrs for TopicRouteData {
+    fn rewrite_broker_addrs(&mut self, f: &mut dyn FnMut(&str, i64, &str) -> Option<String>) {
+        for bd in &mut self.broker_datas {
+            bd.rewrite(f);
+        }
+    }
+
+    fn to_json(&self) -> Vec<u8> {
+        to_vec(self)
+    }
+}
+
+impl BrokerAddrs for ClusterInfo {
+    fn rewrite_broker_addrs(&mut self, f: &mut dyn FnMut(&str, i64, &str) -> Option<String>) {
+        for bd in self.broker_addr_table.values_mut() {
+            bd.rewrite(f);
+        }
+    }
+
+    fn to_json(&self) -> Vec<u8> {
+        to_vec(self)
+    }
 }
 
 fn to_vec<T: Serialize>(value: &T) -> Vec<u8> {
@@ -443,12 +437,13 @@ mod tests {
         );
         assert_eq!(r.queue_datas[0].extra["newQueueField"], 1.5);
         assert_eq!(r.to_json(), json.to_vec());
-        let out = rewrite_route_json(json, |name, id, addr| {
+        let mut r = TopicRouteData::from_json(json).unwrap();
+        assert_eq!(r.broker_addr_list(), ["10.0.0.1:10911", "10.0.0.2:10911"]);
+        r.rewrite_broker_addrs(&mut |name, id, addr| {
             assert_eq!(name, "b");
             (id == 0).then(|| format!("proxy:{}", addr.len()))
-        })
-        .unwrap();
-        let text = String::from_utf8(out).unwrap();
+        });
+        let text = String::from_utf8(r.to_json()).unwrap();
         assert_eq!(
             text,
             String::from_utf8(json.to_vec())
@@ -476,14 +471,15 @@ mod tests {
         let json = br#"{"brokerAddrTable":{"broker-a":{"brokerAddrs":{0:"127.0.0.1:10911"},"brokerName":"broker-a","cluster":"DefaultCluster","enableActingMaster":false}},"clusterAddrTable":{"DefaultCluster":["broker-a"]}}"#;
         let mut c = ClusterInfo::from_json(json).unwrap();
         assert_eq!(c.cluster_addr_table["DefaultCluster"], ["broker-a"]);
-        c.rewrite_broker_addrs(|name, id, _| Some(format!("{name}/{id}")));
+        c.rewrite_broker_addrs(&mut |name, id, _| Some(format!("{name}/{id}")));
         assert_eq!(
             c.to_json(),
             br#"{"brokerAddrTable":{"broker-a":{"brokerAddrs":{"0":"broker-a/0"},"brokerName":"broker-a","cluster":"DefaultCluster","enableActingMaster":false}},"clusterAddrTable":{"DefaultCluster":["broker-a"]}}"#
         );
-        let out = rewrite_cluster_json(json, |_, _, _| None).unwrap();
+        let mut same = ClusterInfo::from_json(json).unwrap();
+        same.rewrite_broker_addrs(&mut |_, _, _| None);
         assert_eq!(
-            ClusterInfo::from_json(&out).unwrap(),
+            ClusterInfo::from_json(&same.to_json()).unwrap(),
             ClusterInfo::from_json(json).unwrap()
         );
     }

@@ -1,6 +1,7 @@
 //! Multiplexed remoting connections (plain TCP or TLS): many requests in flight on one socket,
 //! responses matched by opaque, one connection per address, reconnect on demand.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,9 +46,7 @@ impl Shared {
         if self.counted.swap(false, Ordering::SeqCst) {
             self.stats.connections.fetch_sub(1, Ordering::Relaxed);
         }
-        if let Ok(mut w) = self.waiters.lock() {
-            w.clear();
-        }
+        lock(&self.waiters).clear();
     }
 
     fn now_ms(&self) -> u64 {
@@ -76,9 +75,7 @@ struct WaiterGuard<'a> {
 
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut w) = self.shared.waiters.lock() {
-            w.remove(&self.opaque);
-        }
+        lock(&self.shared.waiters).remove(&self.opaque);
     }
 }
 
@@ -170,11 +167,7 @@ impl Conn {
         peer: &str,
     ) -> Result<RemotingCommand, ProducerError> {
         let (tx, rx) = oneshot::channel();
-        self.shared
-            .waiters
-            .lock()
-            .map_err(|_| conn_error(format!("connection to {peer} is broken")))?
-            .insert(opaque, tx);
+        lock(&self.shared.waiters).insert(opaque, tx);
         let _guard = WaiterGuard {
             shared: &self.shared,
             opaque,
@@ -214,10 +207,7 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, shared: Arc<Shared>, max_fra
                     let frame = buf.split_to(n);
                     match RemotingCommand::decode(&frame) {
                         Ok(cmd) if cmd.is_response() => {
-                            let waiter = match shared.waiters.lock() {
-                                Ok(mut w) => w.remove(&cmd.opaque),
-                                Err(_) => break 'read,
-                            };
+                            let waiter = lock(&shared.waiters).remove(&cmd.opaque);
                             if let Some(w) = waiter {
                                 let _ = w.send(cmd);
                             }
@@ -287,7 +277,7 @@ impl Pool {
     }
 
     fn live(&self, addr: &str) -> Option<Arc<Conn>> {
-        let conns = self.conns.lock().ok()?;
+        let conns = lock(&self.conns);
         conns.get(addr).filter(|c| c.is_alive()).cloned()
     }
 
@@ -295,15 +285,12 @@ impl Pool {
         if let Some(c) = self.live(addr) {
             return Ok(c);
         }
-        let lock = {
-            let mut m = self
-                .connecting
-                .lock()
-                .map_err(|_| conn_error("connection pool is broken".into()))?;
+        let connecting = {
+            let mut m = lock(&self.connecting);
             m.entry(addr.to_owned()).or_default().clone()
         };
         // One connect per address at a time; the others wait for its result.
-        let _g = lock.lock().await;
+        let _g = connecting.lock().await;
         if let Some(c) = self.live(addr) {
             return Ok(c);
         }
@@ -320,10 +307,7 @@ impl Pool {
             )
             .await?,
         );
-        let mut conns = self
-            .conns
-            .lock()
-            .map_err(|_| conn_error("connection pool is broken".into()))?;
+        let mut conns = lock(&self.conns);
         if self.closed.load(Ordering::SeqCst) {
             conn.shutdown();
             return Err(ProducerError::closed());
@@ -388,20 +372,16 @@ impl Pool {
 
     fn drop_conn(&self, addr: &str, conn: &Arc<Conn>) {
         conn.shutdown();
-        if let Ok(mut conns) = self.conns.lock() {
-            if conns.get(addr).is_some_and(|c| Arc::ptr_eq(c, conn)) {
-                conns.remove(addr);
-            }
+        let mut conns = lock(&self.conns);
+        if conns.get(addr).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            conns.remove(addr);
         }
     }
 
     /// Closes every connection; later calls fail with the producer-closed error.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let conns: Vec<Arc<Conn>> = match self.conns.lock() {
-            Ok(mut m) => m.drain().map(|(_, c)| c).collect(),
-            Err(_) => Vec::new(),
-        };
+        let conns: Vec<Arc<Conn>> = lock(&self.conns).drain().map(|(_, c)| c).collect();
         for c in conns {
             c.shutdown();
         }

@@ -37,7 +37,7 @@ fn d_connect_timeout_ms() -> u64 {
     3_000
 }
 fn d_request_timeout_ms() -> u64 {
-    10_000
+    5_000
 }
 fn d_idle_timeout_s() -> u64 {
     300
@@ -49,7 +49,7 @@ fn d_max_frame_size() -> usize {
     crate::codec::DEFAULT_MAX_FRAME_SIZE
 }
 fn d_route_cache_ttl_s() -> u64 {
-    30
+    5
 }
 fn d_drain_timeout_ms() -> u64 {
     5_000
@@ -135,6 +135,38 @@ fn d_true() -> bool {
 }
 
 impl ProxyConfig {
+    /// The default of every field that has one, by its config name: the one list of defaults
+    /// (Python's `ProxyConfig`, `--help` and the README's table are checked against it).
+    pub fn defaults() -> serde_json::Map<String, serde_json::Value> {
+        let serde_json::Value::Object(map) = serde_json::json!({
+            "listen": d_listen(),
+            "advertise_host": null,
+            "broker_bind_host": null,
+            "broker_port_base": 0,
+            "routes": [],
+            "default_cluster": null,
+            "connect_timeout_ms": d_connect_timeout_ms(),
+            "request_timeout_ms": d_request_timeout_ms(),
+            "idle_timeout_s": d_idle_timeout_s(),
+            "max_connections": d_max_connections(),
+            "max_frame_size": d_max_frame_size(),
+            "route_cache_ttl_s": d_route_cache_ttl_s(),
+            "drain_timeout_ms": d_drain_timeout_ms(),
+            "worker_threads": d_worker_threads(),
+            "max_buffered_frames": d_max_buffered_frames(),
+            "upstream_tls": false,
+            "upstream_tls_ca_file": null,
+            "upstream_tls_verify": d_true(),
+            "upstream_tls_server_name": null,
+            "tls_cert_file": null,
+            "tls_key_file": null,
+            "tls_mode": d_tls_mode(),
+        }) else {
+            unreachable!("a JSON object literal")
+        };
+        map
+    }
+
     /// The TLS client for upstream connections, when `upstream_tls` is on; errors name the
     /// option at fault.
     pub fn upstream_tls(
@@ -367,6 +399,27 @@ mod tests {
         ProxyConfig::from_json(&format!(
             r#"{{"clusters":[{{"name":"a","namesrv":["127.0.0.1:9876"]}},{{"name":"b","namesrv":["127.0.0.1:9877"]}}]{extra}}}"#
         ))
+    }
+
+    #[test]
+    fn defaults_are_the_fields_own_defaults() {
+        // Every key is a field (unknown fields are refused), and spelling every default out
+        // gives the same config as leaving every field out.
+        let mut given = ProxyConfig::defaults();
+        given.insert(
+            "clusters".into(),
+            serde_json::json!([{"name": "a", "namesrv": ["127.0.0.1:9876"]}]),
+        );
+        let spelled = ProxyConfig::from_json(&serde_json::Value::Object(given).to_string());
+        let omitted =
+            ProxyConfig::from_json(r#"{"clusters":[{"name":"a","namesrv":["127.0.0.1:9876"]}]}"#);
+        assert_eq!(
+            format!("{:?}", spelled.unwrap()),
+            format!("{:?}", omitted.unwrap())
+        );
+        // The documented defaults of the two fields that once drifted.
+        assert_eq!(ProxyConfig::defaults()["request_timeout_ms"], 5000);
+        assert_eq!(ProxyConfig::defaults()["route_cache_ttl_s"], 5);
     }
 
     #[test]

@@ -7,11 +7,12 @@ mod namesrv;
 mod relay;
 pub mod upstream;
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -211,7 +212,7 @@ impl ProxyServer {
             upstream_tls,
             client_tls,
         });
-        *shared.self_ref.lock().unwrap() = Arc::downgrade(&shared);
+        *lock(&shared.self_ref) = Arc::downgrade(&shared);
         let listener = runtime
             .block_on(TcpListener::bind(&listen))
             .map_err(|e| format!("listen: cannot bind {listen}: {e}"))?;
@@ -242,7 +243,7 @@ impl ProxyServer {
 
     /// (real broker address, proxy address) for every broker listener opened so far.
     pub fn broker_listeners(&self) -> Vec<(String, String)> {
-        self.shared.broker_list.lock().unwrap().clone()
+        lock(&self.shared.broker_list).clone()
     }
 
     /// Whether `stop` has not been called yet.
@@ -262,16 +263,14 @@ impl ProxyServer {
             return;
         };
         let _ = self.shutdown_tx.send(true);
-        let deadline = Instant::now() + timeout;
-        let stats = self.shared.stats.clone();
-        while Instant::now() < deadline
-            && stats
-                .c
-                .connections_active
-                .load(std::sync::atomic::Ordering::Relaxed)
-                > 0
-        {
-            std::thread::sleep(Duration::from_millis(10));
+        if !timeout.is_zero() {
+            // Every connection holds one of these permits until it has closed, so holding all
+            // of them means no connection is left.
+            let all = u32::try_from(self.shared.config.max_connections).unwrap_or(u32::MAX);
+            let conns = self.shared.conns.clone();
+            rt.block_on(async move {
+                let _ = tokio::time::timeout(timeout, conns.acquire_many_owned(all)).await;
+            });
         }
         rt.shutdown_timeout(Duration::from_millis(200));
     }
@@ -291,6 +290,7 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::{TcpListener as StdListener, TcpStream as StdStream};
     use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Instant;
 
     fn config(namesrv: &str, request_timeout_ms: u64) -> ProxyConfig {
         ProxyConfig::from_json(&format!(
@@ -440,6 +440,59 @@ mod tests {
         assert_eq!(s.c.request_decoding_error.load(Relaxed), 2);
         assert_eq!(s.c.heartbeat.load(Relaxed), 2);
         assert_eq!(s.c.response_success.load(Relaxed), 2);
+        p.stop(Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_namesrv_connection_has_at_most_max_buffered_frames_requests_in_flight() {
+        // A name server that reads every request (reporting its topic) and answers none.
+        let ns = StdListener::bind("127.0.0.1:0").unwrap();
+        let ns_addr = ns.local_addr().unwrap().to_string();
+        let (seen_tx, seen) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for s in ns.incoming().flatten() {
+                let seen_tx = seen_tx.clone();
+                std::thread::spawn(move || {
+                    let mut s = s;
+                    let mut d = FrameDecoder::new(1 << 20);
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = s.read(&mut buf) {
+                        for (_, f) in d.feed(&buf[..n]).unwrap() {
+                            let cmd = RemotingCommand::decode(&f).unwrap();
+                            let _ = seen_tx.send(cmd.ext("topic").unwrap_or("").to_owned());
+                        }
+                    }
+                });
+            }
+        });
+        let mut cfg = config(&ns_addr, 30_000);
+        cfg.max_buffered_frames = 4;
+        let mut p = ProxyServer::start(cfg).unwrap();
+        let lookup = |topic: &str| {
+            let mut c = RemotingCommand::request(rc::GET_ROUTEINFO_BY_TOPIC);
+            c.ext_fields.insert("topic".into(), topic.into());
+            c.encode(SerializeType::Json).unwrap()
+        };
+        let next = || {
+            seen.recv_timeout(Duration::from_secs(10))
+                .expect("a request")
+        };
+        // One client pipelines 50 lookups in one write and reads nothing.
+        let mut flood = StdStream::connect(p.namesrv_addr()).unwrap();
+        let all: Vec<u8> = (0..50)
+            .flat_map(|i| lookup(&format!("flood-{i}")))
+            .collect();
+        flood.write_all(&all).unwrap();
+        // Each lookup is answered by a task of its own, so they reach upstream in any order.
+        let mut first: Vec<String> = (0..4).map(|_| next()).collect();
+        first.sort();
+        assert_eq!(first, ["flood-0", "flood-1", "flood-2", "flood-3"]);
+        // Another connection's lookup goes through: the cap is per connection, and the flood's
+        // fifth lookup, read in the same write, did not get past it.
+        let mut other = StdStream::connect(p.namesrv_addr()).unwrap();
+        other.write_all(&lookup("other")).unwrap();
+        assert_eq!(next(), "other");
+        assert_eq!(p.stats().c.get_topic_route.load(Relaxed), 5);
         p.stop(Duration::from_millis(100));
     }
 

@@ -6,17 +6,18 @@
 //! served from the cache while every name server of the cluster is down. Other name-server
 //! requests are relayed to the cluster named by their `topic` field, else the default cluster.
 
+use crate::sync::lock;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::codes::{request as rc, response as resp};
 use crate::codec::frame::split;
-use crate::codec::route::{ClusterInfo, TopicRouteData};
+use crate::codec::route::{BrokerAddrs, ClusterInfo, TopicRouteData};
 use crate::codec::{RemotingCommand, SerializeType};
 use crate::stats::ProxyStats;
 
@@ -58,6 +59,10 @@ pub(crate) async fn serve(
         let _ = wr.shutdown().await;
     });
 
+    // At most this many requests of this connection are being answered at once; the next one
+    // waits for a permit, and the connection is not read meanwhile (back-pressure, as on the
+    // broker ports: a client that pipelines lookups without reading answers stalls itself).
+    let in_flight = Arc::new(Semaphore::new(shared.config.max_buffered_frames.max(1)));
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut shutdown = shared.shutdown.clone();
     let idle = shared.config.idle_timeout();
@@ -103,10 +108,16 @@ pub(crate) async fn serve(
                 ProxyStats::add(&stats.c.request_decoding_success, 1);
                 continue;
             }
+            let permit = tokio::select! {
+                biased;
+                _ = shutdown.changed() => break 'read,
+                p = in_flight.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            };
             stats.on_request(cmd.code, cmd.is_oneway());
             let shared = shared.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let oneway = cmd.is_oneway();
                 let code = cmd.code;
                 let start = Instant::now();
@@ -197,7 +208,7 @@ async fn route(
     let key = format!("{cluster}\u{0}{topic}");
     let ttl = shared.config.route_cache_ttl();
     if !ttl.is_zero() {
-        if let Some(hit) = shared.route_cache.lock().unwrap().get(&key) {
+        if let Some(hit) = lock(&shared.route_cache).get(&key) {
             if hit.at.elapsed() < ttl {
                 return Ok(Some(hit.cmd.clone()));
             }
@@ -233,7 +244,7 @@ fn cached_or_error(
     why: impl FnOnce() -> String,
 ) -> Result<Option<RemotingCommand>, String> {
     ProxyStats::add(&shared.stats.c.maintenance_failure, 1);
-    let cached = shared.route_cache.lock().unwrap().get(key).cloned();
+    let cached = lock(&shared.route_cache).get(key).cloned();
     match cached {
         Some(c) => {
             ProxyStats::add(&shared.stats.c.route_cache_served, 1);
@@ -243,48 +254,20 @@ fn cached_or_error(
     }
 }
 
-/// Route data and cluster info: both carry broker addresses the proxy replaces.
-trait BrokerAddrs: Send {
-    fn rewrite(&mut self, f: &mut dyn FnMut(&str, i64, &str) -> Option<String>);
-    fn json(&self) -> Vec<u8>;
-}
-
-impl BrokerAddrs for TopicRouteData {
-    fn rewrite(&mut self, f: &mut dyn FnMut(&str, i64, &str) -> Option<String>) {
-        self.rewrite_broker_addrs(|b, id, a| f(b, id, a));
-    }
-    fn json(&self) -> Vec<u8> {
-        self.to_json()
-    }
-}
-
-impl BrokerAddrs for ClusterInfo {
-    fn rewrite(&mut self, f: &mut dyn FnMut(&str, i64, &str) -> Option<String>) {
-        self.rewrite_broker_addrs(|b, id, a| f(b, id, a));
-    }
-    fn json(&self) -> Vec<u8> {
-        self.to_json()
-    }
-}
-
 /// Replaces every broker address with the proxy's listener for it (opening listeners for new
 /// brokers), puts the result in the answer's body and caches the answer under `key`.
-async fn rewrite_and_remember<T: BrokerAddrs>(
+async fn rewrite_and_remember<T: BrokerAddrs + Send>(
     shared: &Arc<Shared>,
     key: String,
     mut answer: RemotingCommand,
     mut data: T,
 ) -> Result<RemotingCommand, String> {
-    let mut real = HashSet::new();
-    data.rewrite(&mut |_, _, addr| {
-        real.insert(addr.to_owned());
-        None
-    });
+    let real: HashSet<String> = data.broker_addr_list().into_iter().collect();
     let mapping = map_brokers(shared, real).await?;
-    data.rewrite(&mut |_, _, addr| mapping.get(addr).cloned());
-    answer.body = data.json();
+    data.rewrite_broker_addrs(&mut |_, _, addr| mapping.get(addr).cloned());
+    answer.body = data.to_json();
     ProxyStats::add(&shared.stats.c.route_rewrite, 1);
-    shared.route_cache.lock().unwrap().insert(
+    lock(&shared.route_cache).insert(
         key,
         CachedAnswer {
             cmd: answer.clone(),
@@ -327,7 +310,7 @@ async fn cluster_info(
                 })?;
                 match &mut merged {
                     None => merged = Some((a, info)),
-                    Some((_, m)) => merge_cluster_info(m, info),
+                    Some((_, m)) => m.merge(info),
                 }
             }
             Ok(a) => errors.push(format!(
@@ -347,21 +330,6 @@ async fn cluster_info(
         });
     };
     Ok(Some(rewrite_and_remember(shared, key, answer, info).await?))
-}
-
-/// Adds another cluster's brokers and cluster membership (the first answer wins on a clash).
-fn merge_cluster_info(into: &mut ClusterInfo, other: ClusterInfo) {
-    for (name, data) in other.broker_addr_table {
-        into.broker_addr_table.entry(name).or_insert(data);
-    }
-    for (cluster, names) in other.cluster_addr_table {
-        let known = into.cluster_addr_table.entry(cluster).or_default();
-        for n in names {
-            if !known.contains(&n) {
-                known.push(n);
-            }
-        }
-    }
 }
 
 /// Awaits every future concurrently, keeping their order.

@@ -5,6 +5,7 @@
 //! learn how long the broker may hold them. Two tasks per connection, one per direction, so a
 //! peer that stops reading can never block the other direction.
 
+use crate::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -258,7 +259,7 @@ async fn client_to_upstream(
                 let hold = long_poll_hold(view.code, &frame, &view);
                 let deadline = now + hold + shared.config.request_timeout();
                 stats.begin(view.code);
-                let prev = state.inflight.lock().unwrap().insert(
+                let prev = lock(&state.inflight).insert(
                     view.opaque,
                     Inflight {
                         code: view.code,
@@ -380,7 +381,7 @@ async fn upstream_to_client(
                     };
                     ProxyStats::add(&stats.c.response_decoding_success, 1);
                     if view.is_response() {
-                        let entry = state.inflight.lock().unwrap().remove(&view.opaque);
+                        let entry = lock(&state.inflight).remove(&view.opaque);
                         match entry {
                             Some(req) => {
                                 stats.end(req.code, req.start.elapsed());
@@ -398,7 +399,7 @@ async fn upstream_to_client(
             _ = tick.tick() => {
                 let now = Instant::now();
                 let expired: Vec<(i32, Inflight)> = {
-                    let mut map = state.inflight.lock().unwrap();
+                    let mut map = lock(&state.inflight);
                     let keys: Vec<i32> = map
                         .iter()
                         .filter(|(_, v)| v.deadline <= now)
@@ -417,7 +418,7 @@ async fn upstream_to_client(
                     );
                     out.push_back(local_reply(opaque, resp::SYSTEM_BUSY, remark));
                 }
-                let empty = state.inflight.lock().unwrap().is_empty();
+                let empty = lock(&state.inflight).is_empty();
                 if *shutdown.borrow_and_update() {
                     let d = *drain_deadline.get_or_insert(now + shared.config.drain_timeout());
                     if empty || now >= d {

@@ -3,6 +3,7 @@
 //! Used for the proxy's own calls to name servers (route lookups), where requests from many
 //! clients share a few upstream connections and opaques are the proxy's own.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -70,7 +71,7 @@ impl MuxConn {
                             let frame = buf.split_to(n);
                             match RemotingCommand::decode(&frame) {
                                 Ok(cmd) if cmd.is_response() => {
-                                    let w = rwaiters.lock().unwrap().remove(&cmd.opaque);
+                                    let w = lock(&rwaiters).remove(&cmd.opaque);
                                     if let Some(w) = w {
                                         let _ = w.send(cmd);
                                     }
@@ -93,7 +94,7 @@ impl MuxConn {
             }
             ralive.store(false, Ordering::Relaxed);
             // Dropping the senders wakes every waiter with an error.
-            rwaiters.lock().unwrap().clear();
+            lock(&rwaiters).clear();
             ProxyStats::gauge(&stats.c.upstream_connections_active, -1);
         });
         Ok(MuxConn { tx, waiters, alive })
@@ -136,11 +137,6 @@ impl UpstreamClient {
             max_frame_size,
             stats,
         }
-    }
-
-    /// The configured addresses.
-    pub fn addrs(&self) -> &[String] {
-        &self.addrs
     }
 
     async fn connection(&self, skip_current: bool) -> Result<Arc<MuxConn>, String> {
@@ -214,9 +210,9 @@ impl UpstreamClient {
                 .or_else(|_| cmd.encode(SerializeType::Json))
                 .map_err(|e| e.to_string())?;
             let (tx, rx) = oneshot::channel();
-            conn.waiters.lock().unwrap().insert(opaque, tx);
+            lock(&conn.waiters).insert(opaque, tx);
             if conn.tx.send(frame).await.is_err() {
-                conn.waiters.lock().unwrap().remove(&opaque);
+                lock(&conn.waiters).remove(&opaque);
                 last_err = format!("connection to {} closed", self.addrs_current());
                 continue;
             }
@@ -226,7 +222,7 @@ impl UpstreamClient {
                     last_err = format!("connection to {} closed", self.addrs_current());
                 }
                 Err(_) => {
-                    conn.waiters.lock().unwrap().remove(&opaque);
+                    lock(&conn.waiters).remove(&opaque);
                     last_err = format!(
                         "{} did not answer within {} ms",
                         self.addrs_current(),

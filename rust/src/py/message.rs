@@ -1,7 +1,8 @@
 //! Python wrappers for properties, batches, stored messages, route data and the code tables.
 
+use crate::sync::lock;
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -14,7 +15,7 @@ use crate::codec::message::{self as msg, BatchMessage, MessageError as RsMessage
 use crate::codec::properties::{
     decode_properties as decode_props, encode_properties as encode_props,
 };
-use crate::codec::route::{self, BrokerData, QueueData, RouteError as RsRouteError};
+use crate::codec::route::{self, BrokerAddrs, BrokerData, QueueData, RouteError as RsRouteError};
 
 create_exception!(
     _core,
@@ -538,11 +539,6 @@ fn apply(r: &Replacements) -> impl FnMut(&str, i64, &str) -> Option<String> + '_
     |name, id, addr| r.get(&(name.to_owned(), id, addr.to_owned())).cloned()
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding the lock, but a poisoned lock still holds valid data.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn collect_addrs<'a>(brokers: impl Iterator<Item = &'a BrokerData>) -> Vec<(String, i64, String)> {
     brokers
         .flat_map(|bd| {
@@ -610,7 +606,7 @@ macro_rules! route_body_class {
                     collect_addrs($brokers)
                 };
                 let r = replacements(addrs, mapping)?;
-                lock(&self.inner).rewrite_broker_addrs(apply(&r));
+                lock(&self.inner).rewrite_broker_addrs(&mut apply(&r));
                 Ok(())
             }
 

@@ -441,5 +441,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     producer::register(m)?;
     m.add_class::<proxy::PyProxyServer>()?;
     m.add_function(wrap_pyfunction!(proxy::proxy_stat_names, m)?)?;
+    m.add_function(wrap_pyfunction!(proxy::proxy_config_defaults, m)?)?;
     Ok(())
 }

@@ -13,6 +13,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 
+use crate::codec::route::BrokerAddrs;
 use crate::producer::message::validate_topic;
 use crate::producer::{
     EncodedBatch, Message, Producer, ProducerConfig, ProducerError as RsProducerError, SendResult,
@@ -139,11 +140,9 @@ impl From<SendResult> for PySendResult {
 impl PySendResult {
     fn __repr__(&self) -> String {
         let id = if self.msg_id.len() > 70 {
-            format!(
-                "{}...({} ids)",
-                &self.msg_id[..32],
-                self.msg_id.split(',').count()
-            )
+            // By characters: a UNIQ_KEY set by the caller may hold non-ASCII text.
+            let head: String = self.msg_id.chars().take(32).collect();
+            format!("{head}...({} ids)", self.msg_id.split(',').count())
         } else {
             self.msg_id.clone()
         };

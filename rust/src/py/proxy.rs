@@ -1,5 +1,6 @@
 //! `rmqfast._core.ProxyServer`: the Rust proxy driven from Python.
 
+use crate::sync::lock;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -79,7 +80,7 @@ impl PyProxyServer {
 
     /// Opens the name-server listener and starts the data path (raises OSError if it cannot bind).
     fn start(&self, py: Python<'_>) -> PyResult<()> {
-        let mut guard = self.inner.lock().unwrap();
+        let mut guard = lock(&self.inner);
         if guard.as_ref().is_some_and(ProxyServer::is_running) {
             return Err(PyRuntimeError::new_err("the proxy is already running"));
         }
@@ -87,7 +88,7 @@ impl PyProxyServer {
         let server = py
             .detach(|| ProxyServer::start(config))
             .map_err(PyOSError::new_err)?;
-        *self.stats.lock().unwrap() = Some(server.stats_handle());
+        *lock(&self.stats) = Some(server.stats_handle());
         *guard = Some(server);
         Ok(())
     }
@@ -95,7 +96,7 @@ impl PyProxyServer {
     /// Stops accepting, lets in-flight requests finish for up to `timeout` seconds, then closes.
     #[pyo3(signature = (timeout=5.0))]
     fn stop(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
-        let server = self.inner.lock().unwrap().take();
+        let server = lock(&self.inner).take();
         if let Some(mut s) = server {
             let t = Duration::from_secs_f64(timeout.max(0.0));
             py.detach(move || s.stop(t));
@@ -116,7 +117,7 @@ impl PyProxyServer {
     /// The address clients use as their name server ("host:port").
     #[getter]
     fn namesrv_addr(&self) -> PyResult<String> {
-        let guard = self.inner.lock().unwrap();
+        let guard = lock(&self.inner);
         let s = guard
             .as_ref()
             .ok_or_else(|| PyRuntimeError::new_err("the proxy is not running"))?;
@@ -135,7 +136,7 @@ impl PyProxyServer {
 
     /// Opens the listener for a real broker address now (normally done by route lookups).
     fn open_broker(&self, py: Python<'_>, real_addr: &str) -> PyResult<String> {
-        let guard = self.inner.lock().unwrap();
+        let guard = lock(&self.inner);
         let s = guard
             .as_ref()
             .ok_or_else(|| PyRuntimeError::new_err("the proxy is not running"))?;
@@ -145,7 +146,7 @@ impl PyProxyServer {
 
     /// A snapshot of every statistic.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let handle = self.stats.lock().unwrap().clone();
+        let handle = lock(&self.stats).clone();
         match handle {
             Some(s) => stats_dict(py, &s),
             None => stats_dict(py, &ProxyStats::default()),
@@ -162,4 +163,12 @@ pub(crate) fn proxy_stat_names() -> (Vec<NameHelp>, Vec<NameHelp>) {
         crate::stats::COUNTER_NAMES.to_vec(),
         crate::stats::GAUGE_NAMES.to_vec(),
     )
+}
+
+/// The default of every proxy config field that has one, by its config name (Rust's, the one
+/// list; Python's `ProxyConfig` takes its defaults from here).
+#[pyfunction]
+pub(crate) fn proxy_config_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    let text = serde_json::Value::Object(crate::proxy::config::ProxyConfig::defaults()).to_string();
+    py.import("json")?.call_method1("loads", (text,))
 }

@@ -40,7 +40,9 @@ sys.path.insert(0, str(ROOT / "python"))
 
 from rmqfast.codec import RequestCode  # noqa: E402
 from rmqfast.devcluster import DevCluster, _remoting_call, registered_brokers  # noqa: E402
-from rmqfast.logger import ASGIMiddleware, RocketMQLogger, _json_default, _make_encoder  # noqa: E402
+from rmqfast.logger import ASGIMiddleware, RocketMQLogger  # noqa: E402
+from rmqfast.logger.encode import json_default as _json_default  # noqa: E402
+from rmqfast.logger.encode import make_encoder as _make_encoder  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 START = "<!-- logger-bench:start -->"

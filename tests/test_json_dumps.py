@@ -18,7 +18,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rmqfast import _core
-from rmqfast.logger import _json_default, _make_encoder
+from rmqfast.logger.encode import json_default as _json_default
+from rmqfast.logger.encode import make_encoder as _make_encoder
 
 
 def std(o: Any) -> bytes:

@@ -1,6 +1,9 @@
-"""Type stubs for the Rust extension `rmqfast._core` (checked by mypy.stubtest)."""
+"""Type stubs for the Rust extension `rmqfast._core` (checked by mypy.stubtest).
 
-from collections.abc import Callable, Iterable
+One section per binding file under rust/src/py/, in the order `_core` registers them.
+"""
+
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ClassVar, Final, final
 
 __all__ = [
@@ -12,9 +15,12 @@ __all__ = [
     "FrameError",
     "MessageError",
     "MessageExt",
+    "Producer",
+    "ProducerError",
     "ProxyServer",
     "RemotingCommand",
     "RouteError",
+    "SendResult",
     "TopicRouteData",
     "__version__",
     "decode",
@@ -24,11 +30,14 @@ __all__ = [
     "encode_batch",
     "encode_properties",
     "json_dumps",
+    "proxy_config_defaults",
     "proxy_stat_names",
     "request_codes",
     "response_codes",
     "view",
 ]
+
+# --- rust/src/py/mod.rs ---
 
 __version__: Final[str]
 DEFAULT_MAX_FRAME_SIZE: Final[int]
@@ -95,7 +104,12 @@ def decode(frame: bytes) -> RemotingCommand: ...
 def view(
     frame: bytes,
 ) -> tuple[int, int, int, str, tuple[int, int], tuple[int, int]]: ...
+
+# --- rust/src/py/json.rs ---
+
 def json_dumps(obj: object, default: Callable[[Any], object] | None = None) -> bytes: ...
+
+# --- rust/src/py/message.rs ---
 
 DEFAULT_MAX_INFLATED: Final[int]
 
@@ -230,27 +244,7 @@ def decode_messages(body: bytes, max_inflated: int = 67108864) -> list[MessageEx
 def request_codes() -> list[tuple[str, int]]: ...
 def response_codes() -> list[tuple[str, int]]: ...
 
-@final
-class ProxyServer:
-    """The proxy's Rust data path; `rmqfast.proxy.Proxy` wraps it."""
-
-    def __new__(cls, config_json: str) -> ProxyServer: ...
-    def start(self) -> None: ...
-    def stop(self, timeout: float = 5.0) -> None: ...
-    @property
-    def running(self) -> bool: ...
-    @property
-    def namesrv_addr(self) -> str: ...
-    def broker_listeners(self) -> list[tuple[str, str]]: ...
-    def open_broker(self, real_addr: str) -> str: ...
-    def stats(self) -> dict[str, Any]: ...
-
-def proxy_stat_names() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]: ...
-
-# --- producer (rust/src/py/producer.rs) ---
-from collections.abc import Awaitable  # noqa: E402
-
-__all__ += ["Producer", "ProducerError", "SendResult"]
+# --- rust/src/py/producer.rs ---
 
 class ProducerError(Exception):
     """A send or route lookup failed.
@@ -330,4 +324,22 @@ class Producer:
     def stats(self) -> dict[str, int]: ...
     def close(self) -> None: ...
 
-# --- end producer ---
+# --- rust/src/py/proxy.rs ---
+
+@final
+class ProxyServer:
+    """The proxy's Rust data path; `rmqfast.proxy.Proxy` wraps it."""
+
+    def __new__(cls, config_json: str) -> ProxyServer: ...
+    def start(self) -> None: ...
+    def stop(self, timeout: float = 5.0) -> None: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def namesrv_addr(self) -> str: ...
+    def broker_listeners(self) -> list[tuple[str, str]]: ...
+    def open_broker(self, real_addr: str) -> str: ...
+    def stats(self) -> dict[str, Any]: ...
+
+def proxy_stat_names() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]: ...
+def proxy_config_defaults() -> dict[str, Any]: ...

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rmqfast import _core
 
-__all__ = ["flatten_proxy_stats", "logger_stats", "render_prometheus"]
+__all__ = [
+    "flatten_proxy_stats",
+    "logger_stats",
+    "register_logger_stats",
+    "render_prometheus",
+]
 
 _COUNTERS, _GAUGES = _core.proxy_stat_names()
 _HELP = dict(_COUNTERS) | dict(_GAUGES)
@@ -35,15 +40,22 @@ def flatten_proxy_stats(raw: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Set by rmqfast.logger when it is imported: (name, stats) of every open RocketMQLogger.
+_logger_source: Callable[[], list[tuple[str, dict[str, Any]]]] | None = None
+
+
+def register_logger_stats(source: Callable[[], list[tuple[str, dict[str, Any]]]]) -> None:
+    """Make `source` the provider of logger_stats(). rmqfast.logger registers its `stats_items`
+    on import, so a process that never imports the logger reports no loggers and does not
+    load it."""
+    global _logger_source
+    _logger_source = source
+
+
 def logger_stats() -> list[tuple[str, dict[str, Any]]]:
     """(name, stats) of every open RocketMQLogger of this process (none if the logger is unused)."""
-    import sys
-
-    module = sys.modules.get("rmqfast.logger")
-    if module is None:
-        return []
-    items: list[tuple[str, dict[str, Any]]] = module.stats_items()
-    return items
+    source = _logger_source
+    return [] if source is None else source()
 
 
 _open_logger_stats = logger_stats

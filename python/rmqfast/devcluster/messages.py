@@ -1,6 +1,6 @@
 """Send and read messages through a name-server address (by default the `make run` proxy).
 
-`produce` sends with the Rust producer (`rmqfast._core.Producer`), creating the topic on every
+`produce` sends with the Rust producer (`rmqfast.producer.Producer`), creating the topic on every
 broker of the cluster the first time. `consume` looks the route up through the same address and
 PULLs each queue from the broker addresses that route names, which through the proxy are the
 proxy's own per-broker ports; consumer-group offsets are read and committed on the brokers.
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rmqfast._core import Producer, ProducerError
 from rmqfast.codec import (
     ClusterInfo,
     MessageError,
@@ -43,6 +42,7 @@ from rmqfast.devcluster import (
     _write_atomic,
     current_dir,
 )
+from rmqfast.producer import Producer, ProducerError
 
 __all__ = [
     "DEFAULT_GROUP",

@@ -300,7 +300,7 @@ def run(
         say(f"Your own producers and consumers: give them {ns} as the name server")
         say(f"  (-n {ns} or NAMESRV_ADDR={ns}); from Python:")
         say(
-            f"  {py} -c 'from rmqfast._core import Producer; "
+            f"  {py} -c 'from rmqfast.producer import Producer; "
             f'print(Producer(["{ns}"]).send("{topic}", b"hi").msg_id)\''
         )
         say(f"Metrics: http://{admin}/metrics   Stats: http://{admin}/stats")

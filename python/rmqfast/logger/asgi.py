@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rmqfast.logger.records import ASGIRecord
 
 if TYPE_CHECKING:
-    from rmqfast.logger import RocketMQLogger
+    from rmqfast.logger.core import RocketMQLogger
 
 __all__ = ["ASGIMiddleware"]
 
@@ -46,8 +46,7 @@ class ASGIMiddleware:
         self.shutdown_timeout = (
             logger.config.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
         )
-        self._put = logger._put
-        self._renderer = logger._renderer
+        self._put = logger.enqueue
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,11 +56,11 @@ class ASGIMiddleware:
             await self.app(scope, receive, send)
             return
         rec = ASGIRecord(scope, _time())
-        renderer = self._renderer
-        if renderer.capture_req:
-            receive = _capturing_receive(receive, rec, self.logger._max_req)
-        if renderer.capture_resp:
-            send_wrapper = _capturing_send(send, rec, self.logger._max_resp)
+        logger = self.logger
+        if logger.capture_request_body:
+            receive = _capturing_receive(receive, rec, logger.config.max_req_body_bytes)
+        if logger.capture_response_body:
+            send_wrapper = _capturing_send(send, rec, logger.config.max_resp_body_bytes)
         else:
 
             async def send_wrapper(message: Message) -> None:

@@ -154,7 +154,7 @@ class LoggerConfig:
         return self
 
     def producer_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `rmqfast._core.Producer`."""
+        """Keyword arguments for `rmqfast.producer.Producer`."""
         kwargs: dict[str, Any] = {
             "nameservers": list(self.nameserver_list),
             "producer_group": self.producer_group,

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rmqfast.logger import RocketMQLogger
+    from rmqfast.logger.core import RocketMQLogger
 
 __all__ = ["LoggingHandler"]
 

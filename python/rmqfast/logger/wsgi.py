@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rmqfast.logger.records import WSGIRecord
 
 if TYPE_CHECKING:
-    from rmqfast.logger import RocketMQLogger
+    from rmqfast.logger.core import RocketMQLogger
 
 __all__ = ["DjangoRouteMiddleware", "WSGIMiddleware"]
 
@@ -31,15 +31,15 @@ class WSGIMiddleware:
     def __init__(self, app: WSGIApp, logger: RocketMQLogger) -> None:
         self.app = app
         self.logger = logger
-        self._put = logger._put
-        self._renderer = logger._renderer
+        self._put = logger.enqueue
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         rec = WSGIRecord(environ, _time())
-        renderer = self._renderer
-        if renderer.capture_req and "wsgi.input" in environ:
-            environ["wsgi.input"] = _TeeInput(environ["wsgi.input"], rec, self.logger._max_req)
-        limit = self.logger._max_resp if renderer.capture_resp else 0
+        logger = self.logger
+        if logger.capture_request_body and "wsgi.input" in environ:
+            limit_req = logger.config.max_req_body_bytes
+            environ["wsgi.input"] = _TeeInput(environ["wsgi.input"], rec, limit_req)
+        limit = logger.config.max_resp_body_bytes if logger.capture_response_body else 0
         if limit:
             rec.resp_body = []
 

@@ -5,116 +5,17 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::error::{FrameError, FrameErrorKind};
-use super::frame::{FrameView, FLAG_ONEWAY, FLAG_RESPONSE, PRELUDE_LEN};
-use super::json::Scanner;
+use super::frame::FrameView;
+use super::header::decode_header;
+use super::wire::{FLAG_ONEWAY, FLAG_RESPONSE, PRELUDE_LEN};
 
-/// The header encoding named by the high byte of the header-length word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum SerializeType {
-    #[default]
-    Json,
-    RocketMq,
-}
-
-impl SerializeType {
-    /// The byte on the wire.
-    pub fn code(self) -> u8 {
-        match self {
-            SerializeType::Json => 0,
-            SerializeType::RocketMq => 1,
-        }
-    }
-
-    /// RocketMQ's name for it (`serializeTypeCurrentRPC`).
-    pub fn name(self) -> &'static str {
-        match self {
-            SerializeType::Json => "JSON",
-            SerializeType::RocketMq => "ROCKETMQ",
-        }
-    }
-}
-
-/// The ordinals of Java's `LanguageCode` enum, in order.
-const LANGUAGES: [&str; 14] = [
-    "JAVA", "CPP", "DOTNET", "PYTHON", "DELPHI", "ERLANG", "RUBY", "OTHER", "HTTP", "GO", "PHP",
-    "OMS", "RUST", "NODE_JS",
-];
-
-/// The client language carried in every header; unknown bytes are kept so re-encoding is exact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LanguageCode(pub u8);
-
-impl LanguageCode {
-    pub const JAVA: LanguageCode = LanguageCode(0);
-    pub const PYTHON: LanguageCode = LanguageCode(3);
-    pub const OTHER: LanguageCode = LanguageCode(7);
-    pub const RUST: LanguageCode = LanguageCode(12);
-
-    /// Java's enum name, or `None` for a byte Java would decode as null.
-    pub fn name(self) -> Option<&'static str> {
-        LANGUAGES.get(usize::from(self.0)).copied()
-    }
-
-    /// The code for a Java enum name (case-insensitive).
-    pub fn from_name(name: &str) -> Option<LanguageCode> {
-        LANGUAGES
-            .iter()
-            .position(|n| n.eq_ignore_ascii_case(name))
-            .map(|i| LanguageCode(i as u8))
-    }
-}
-
-impl Default for LanguageCode {
-    fn default() -> Self {
-        LanguageCode::JAVA
-    }
-}
-
-/// A decoded header borrowing from its frame: every field, no copies unless a JSON string
-/// has escapes. What the data path uses when it must read a header field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderRef<'a> {
-    pub code: i32,
-    pub language: LanguageCode,
-    pub version: i32,
-    pub opaque: i32,
-    pub flag: i32,
-    pub remark: Option<Cow<'a, str>>,
-    /// Custom header fields in wire order; a repeated key is resolved by `ext` (last wins).
-    pub ext_fields: Vec<(Cow<'a, str>, Cow<'a, str>)>,
-    pub serialize_type: SerializeType,
-}
+pub use super::header::HeaderRef;
+pub use super::wire::{LanguageCode, SerializeType, DEFAULT_VERSION};
 
 impl<'a> HeaderRef<'a> {
-    fn empty(serialize_type: SerializeType) -> Self {
-        HeaderRef {
-            code: 0,
-            language: LanguageCode::JAVA,
-            version: 0,
-            opaque: 0,
-            flag: 0,
-            remark: None,
-            ext_fields: Vec::with_capacity(16),
-            serialize_type,
-        }
-    }
-
     /// Decodes the header of a frame whose view the caller has.
     pub fn decode(frame: &'a [u8], view: &FrameView) -> Result<HeaderRef<'a>, FrameError> {
-        let header = &frame[view.header.clone()];
-        match view.serialize_type {
-            SerializeType::Json => decode_json_header(header),
-            SerializeType::RocketMq => decode_binary_header(header),
-        }
-    }
-
-    /// A custom header field (the last one when a key repeats).
-    pub fn ext(&self, key: &str) -> Option<&str> {
-        self.ext_fields
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_ref())
+        decode_header(&frame[view.header.clone()], view.serialize_type)
     }
 
     /// An owned command with this header and an empty body.
@@ -136,9 +37,6 @@ impl<'a> HeaderRef<'a> {
         }
     }
 }
-
-/// Version `V5_3_3` of `MQVersion.Version`: new enough for standard route JSON and GO_AWAY.
-pub const DEFAULT_VERSION: i32 = 479;
 
 /// One remoting request or response, fully decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -238,94 +136,6 @@ impl RemotingCommand {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// JSON headers
-
-fn decode_json_header(header: &[u8]) -> Result<HeaderRef<'_>, FrameError> {
-    let mut s = Scanner::new(header);
-    let mut out = HeaderRef::empty(SerializeType::Json);
-    let mut code = None;
-    s.ws();
-    s.expect(b'{', "'{' opening the JSON header")?;
-    s.ws();
-    if s.peek() == Some(b'}') {
-        s.pos += 1;
-    } else {
-        loop {
-            s.ws();
-            let key = s.string()?;
-            s.ws();
-            s.expect(b':', "':' after an object key")?;
-            s.ws();
-            let is_null = s.h[s.pos..].starts_with(b"null");
-            match key.as_ref() {
-                _ if is_null => s.pos += 4,
-                "code" => code = Some(s.int("an integer value for \"code\"")?),
-                "flag" => out.flag = s.int("an integer value for \"flag\"")?,
-                "opaque" => out.opaque = s.int("an integer value for \"opaque\"")?,
-                "version" => out.version = s.int("an integer value for \"version\"")?,
-                "language" => {
-                    let name = s.string()?;
-                    // Java decodes an unknown name as null; keep what we can say about it.
-                    out.language = LanguageCode::from_name(&name).unwrap_or(LanguageCode::OTHER);
-                }
-                "remark" => out.remark = Some(s.string()?),
-                "extFields" => decode_ext_fields(&mut s, &mut out.ext_fields)?,
-                _ => s.skip_value(0)?,
-            }
-            s.ws();
-            match s.next() {
-                Some(b',') => continue,
-                Some(b'}') => break,
-                _ => return Err(s.err_back("',' or '}' after a value")),
-            }
-        }
-    }
-    s.end()?;
-    out.code = code.ok_or_else(|| {
-        FrameError::new(
-            PRELUDE_LEN,
-            FrameErrorKind::MalformedJson("missing field \"code\"".into()),
-        )
-    })?;
-    Ok(out)
-}
-
-/// extFields values as strings; other SDKs send numbers and booleans, which Java accepts too.
-fn decode_ext_fields<'a>(
-    s: &mut Scanner<'a>,
-    out: &mut Vec<(Cow<'a, str>, Cow<'a, str>)>,
-) -> Result<(), FrameError> {
-    s.expect(b'{', "'{' opening extFields")?;
-    s.ws();
-    if s.peek() == Some(b'}') {
-        s.pos += 1;
-        return Ok(());
-    }
-    loop {
-        s.ws();
-        let key = s.string()?;
-        s.ws();
-        s.expect(b':', "':' after an extFields key")?;
-        s.ws();
-        if let Some(v) = s.scalar_text("a string, number, boolean or null extFields value")? {
-            out.push((key, v));
-        }
-        s.ws();
-        match s.next() {
-            Some(b',') => continue,
-            Some(b'}') => return Ok(()),
-            _ => return Err(s.err_back("',' or '}' in extFields")),
-        }
-    }
-}
-
-/// The view's fallback when a key carries escapes: decode fully, keep three fields.
-pub(crate) fn peek_json_slow(header: &[u8]) -> Result<(i32, i32, i32), FrameError> {
-    let c = decode_json_header(header)?;
-    Ok((c.code, c.flag, c.opaque))
-}
-
 fn push_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
@@ -394,110 +204,6 @@ fn encode_json_header(cmd: &RemotingCommand, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"serializeTypeCurrentRPC\":\"JSON\",\"version\":");
     push_int(out, cmd.version);
     out.push(b'}');
-}
-
-// ---------------------------------------------------------------------------------------------
-// ROCKETMQ binary headers
-
-struct Reader<'a> {
-    h: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn err(&self, at: usize, msg: String) -> FrameError {
-        FrameError::new(PRELUDE_LEN + at, FrameErrorKind::MalformedBinary(msg))
-    }
-
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], FrameError> {
-        let remaining = self.h.len() - self.pos;
-        if n > remaining {
-            return Err(self.err(
-                self.pos,
-                format!("{what} needs {n} bytes but only {remaining} remain in the header"),
-            ));
-        }
-        let s = &self.h[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    fn i16(&mut self, what: &str) -> Result<i16, FrameError> {
-        let b = self.take(2, what)?;
-        Ok(i16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn i32(&mut self, what: &str) -> Result<i32, FrameError> {
-        let b = self.take(4, what)?;
-        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn string(&mut self, len: i64, what: &str) -> Result<&'a str, FrameError> {
-        let at = self.pos;
-        if len < 0 {
-            return Err(self.err(at, format!("{what} length {len} is negative")));
-        }
-        let bytes = self.take(len as usize, what)?;
-        std::str::from_utf8(bytes)
-            .map_err(|e| self.err(at + e.valid_up_to(), format!("{what} is not UTF-8")))
-    }
-}
-
-fn decode_binary_header(h: &[u8]) -> Result<HeaderRef<'_>, FrameError> {
-    let mut r = Reader { h, pos: 0 };
-    let code = i32::from(r.i16("code")?);
-    let language = LanguageCode(r.take(1, "language")?[0]);
-    let version = i32::from(r.i16("version")?);
-    let opaque = r.i32("opaque")?;
-    let flag = r.i32("flag")?;
-    let remark_len = r.i32("remark length")?;
-    let remark = match remark_len {
-        0 => None,
-        n => Some(Cow::Borrowed(r.string(i64::from(n), "remark")?)),
-    };
-    let ext_len_at = r.pos;
-    let ext_len = r.i32("extFields length")?;
-    if ext_len < 0 || ext_len as usize > h.len() - r.pos {
-        return Err(r.err(
-            ext_len_at,
-            format!(
-                "extFields length {ext_len} is outside the {} bytes left in the header",
-                h.len() - r.pos
-            ),
-        ));
-    }
-    let ext_end = r.pos + ext_len as usize;
-    let mut ext_fields = Vec::with_capacity(16);
-    while r.pos < ext_end {
-        let key_len = r.i16("extFields key length")?;
-        let key = r.string(i64::from(key_len), "extFields key")?;
-        let val_len = r.i32("extFields value length")?;
-        let value = r.string(i64::from(val_len), "extFields value")?;
-        if r.pos > ext_end {
-            return Err(r.err(
-                ext_end,
-                format!("extFields entry {key:?} runs past the extFields length {ext_len}"),
-            ));
-        }
-        // FastCodesHeader writers may repeat a key; the last one wins, as in Java.
-        ext_fields.push((Cow::Borrowed(key), Cow::Borrowed(value)));
-    }
-    if r.pos != h.len() {
-        return Err(r.err(
-            r.pos,
-            format!("{} unexpected bytes after extFields", h.len() - r.pos),
-        ));
-    }
-    Ok(HeaderRef {
-        code,
-        language,
-        version,
-        opaque,
-        flag,
-        remark,
-        ext_fields,
-        serialize_type: SerializeType::RocketMq,
-    })
 }
 
 fn encode_binary_header(cmd: &RemotingCommand, out: &mut Vec<u8>) -> Result<(), FrameError> {

@@ -7,18 +7,8 @@ use std::ops::Range;
 
 use super::error::{FrameError, FrameErrorKind};
 use super::json::{self, Scanner};
-use super::SerializeType;
-
-/// Apache RocketMQ's default limit (`com.rocketmq.remoting.frameMaxLength`): 16 MiB, prefix included.
-pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
-
-/// Bytes before the header: the length prefix and the header-length word.
-pub const PRELUDE_LEN: usize = 8;
-
-/// Bit 0 of `flag`: the command is a response.
-pub const FLAG_RESPONSE: i32 = 0x1;
-/// Bit 1 of `flag`: the request is oneway (no response will be sent).
-pub const FLAG_ONEWAY: i32 = 0x2;
+use super::wire::SerializeType;
+pub use super::wire::{DEFAULT_MAX_FRAME_SIZE, FLAG_ONEWAY, FLAG_RESPONSE, PRELUDE_LEN};
 
 /// Length of the next frame at the start of `buf`.
 ///
@@ -201,7 +191,7 @@ fn peek_json(h: &[u8]) -> Result<(i32, i32, i32), FrameError> {
             b"opaque" => opaque = s.int("an integer value for \"opaque\"")?,
             _ if key.contains(&b'\\') => {
                 // An escaped key could spell one of ours; let the full decoder settle it.
-                return super::command::peek_json_slow(h);
+                return super::header::peek_json_slow(h);
             }
             _ => s.skip_value(0)?,
         }

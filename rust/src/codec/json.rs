@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use memchr::memchr2;
 
 use super::error::{FrameError, FrameErrorKind};
-use super::frame::PRELUDE_LEN;
+use super::wire::PRELUDE_LEN;
 
 /// Nesting beyond this is not a RocketMQ header; refusing it bounds the scan's work.
 const MAX_DEPTH: usize = 64;

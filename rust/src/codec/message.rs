@@ -357,41 +357,81 @@ impl BatchMessage {
 /// Fixed bytes of a batch record: totalSize, magic, bodyCRC, flag, bodyLen, propsLen.
 const BATCH_FIXED: usize = 4 + 4 + 4 + 4 + 4 + 2;
 
-/// Encodes a SEND_BATCH_MESSAGE body (MessageDecoder.encodeMessages): per message
-/// totalSize = 22 + bodyLen + propsLen, magic 0, bodyCRC 0, flag, body, properties.
+/// One SEND_BATCH_MESSAGE record being written (MessageDecoder.encodeMessages): the one owner
+/// of the record layout, used by `encode_batch` and by the producer, which writes properties
+/// (and generated ids) straight into the buffer between `begin` and `finish`.
+///
+/// Layout: totalSize:i32 = 22 + bodyLen + propsLen, magic:i32 = 0, bodyCRC:i32 = 0 (as Java's
+/// client writes them; the broker ignores both), flag:i32, bodyLen:i32, body,
+/// propsLen:i16, properties.
+#[derive(Debug)]
+pub struct BatchRecord {
+    start: usize,
+    props_len_at: usize,
+}
+
+impl BatchRecord {
+    /// Appends the record's fixed fields and body to `out`; the properties go next.
+    pub fn begin(out: &mut Vec<u8>, flag: i32, body: &[u8]) -> BatchRecord {
+        let start = out.len();
+        out.reserve(BATCH_FIXED + body.len());
+        out.extend_from_slice(&[0; 8]); // totalSize (patched by `finish`), magic
+        out.extend_from_slice(&0i32.to_be_bytes()); // bodyCRC
+        out.extend_from_slice(&flag.to_be_bytes());
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(body);
+        let props_len_at = out.len();
+        out.extend_from_slice(&[0, 0]);
+        BatchRecord {
+            start,
+            props_len_at,
+        }
+    }
+
+    /// Patches propsLen and totalSize and returns the record's length. A field too long for
+    /// its length field is an error, and the record is removed from `out`.
+    pub fn finish(self, out: &mut Vec<u8>) -> Result<usize, MessageErrorKind> {
+        let props_len = out.len() - self.props_len_at - 2;
+        let total = out.len() - self.start;
+        let fail = |out: &mut Vec<u8>, field, len, max| {
+            out.truncate(self.start);
+            Err(MessageErrorKind::TooLong { field, len, max })
+        };
+        if props_len > i16::MAX as usize {
+            return fail(out, "properties", props_len, i16::MAX as usize);
+        }
+        if total > i32::MAX as usize {
+            let body_len = total - BATCH_FIXED - props_len;
+            return fail(
+                out,
+                "body",
+                body_len,
+                i32::MAX as usize - BATCH_FIXED - props_len,
+            );
+        }
+        out[self.props_len_at..self.props_len_at + 2]
+            .copy_from_slice(&(props_len as i16).to_be_bytes());
+        out[self.start..self.start + 4].copy_from_slice(&(total as i32).to_be_bytes());
+        Ok(total)
+    }
+}
+
+/// Encodes a SEND_BATCH_MESSAGE body: one `BatchRecord` per message.
 pub fn encode_batch(messages: &[BatchMessage]) -> Result<Vec<u8>, MessageError> {
-    let mut total = 0usize;
+    let total: usize = messages
+        .iter()
+        .map(|m| BATCH_FIXED + m.body.len() + m.properties.len())
+        .sum();
+    let mut out = Vec::with_capacity(total);
     for (i, m) in messages.iter().enumerate() {
-        let too_long = |field, len, max| MessageError {
+        let record = BatchRecord::begin(&mut out, m.flag, &m.body);
+        out.extend_from_slice(m.properties.as_bytes());
+        record.finish(&mut out).map_err(|kind| MessageError {
             layout: Layout::Batch,
             record: i,
             offset: i,
-            kind: MessageErrorKind::TooLong { field, len, max },
-        };
-        if m.properties.len() > i16::MAX as usize {
-            return Err(too_long(
-                "properties",
-                m.properties.len(),
-                i16::MAX as usize,
-            ));
-        }
-        let max_body = i32::MAX as usize - BATCH_FIXED - m.properties.len();
-        if m.body.len() > max_body {
-            return Err(too_long("body", m.body.len(), max_body));
-        }
-        total += BATCH_FIXED + m.body.len() + m.properties.len();
-    }
-    let mut out = Vec::with_capacity(total);
-    for m in messages {
-        let size = BATCH_FIXED + m.body.len() + m.properties.len();
-        out.extend_from_slice(&(size as i32).to_be_bytes());
-        out.extend_from_slice(&0i32.to_be_bytes());
-        out.extend_from_slice(&0i32.to_be_bytes());
-        out.extend_from_slice(&m.flag.to_be_bytes());
-        out.extend_from_slice(&(m.body.len() as i32).to_be_bytes());
-        out.extend_from_slice(&m.body);
-        out.extend_from_slice(&(m.properties.len() as i16).to_be_bytes());
-        out.extend_from_slice(m.properties.as_bytes());
+            kind,
+        })?;
     }
     Ok(out)
 }

@@ -7,11 +7,15 @@ pub mod codes;
 pub mod command;
 pub mod error;
 pub mod frame;
+pub mod header;
 mod json;
 pub mod message;
 pub mod properties;
 pub mod route;
+pub mod wire;
 
-pub use command::{HeaderRef, LanguageCode, RemotingCommand, SerializeType};
+pub use command::RemotingCommand;
 pub use error::FrameError;
 pub use frame::{FrameDecoder, FrameView, DEFAULT_MAX_FRAME_SIZE};
+pub use header::HeaderRef;
+pub use wire::{LanguageCode, SerializeType};

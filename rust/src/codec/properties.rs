@@ -177,20 +177,38 @@ where
     I: IntoIterator,
     I::Item: PropertyPair,
 {
-    let mut out = String::new();
+    let mut out = Vec::new();
     for pair in pairs {
-        append_property(&mut out, pair.name(), pair.value());
+        push_property(&mut out, pair.name(), pair.value().as_bytes());
     }
-    out
+    // Only whole &str names and values and ASCII separators were written.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// Appends one `name 0x01 value 0x02` pair to an encoded property string.
-pub fn append_property(out: &mut String, name: &str, value: &str) {
-    out.reserve(name.len() + value.len() + 2);
-    out.push_str(name);
-    out.push(NAME_VALUE_SEPARATOR);
-    out.push_str(value);
-    out.push(PROPERTY_SEPARATOR);
+/// Appends one `name 0x01 value 0x02` pair: the one writer of the property layout (the
+/// producer writes its messages' properties with it too).
+/// Returns where the value landed.
+#[inline]
+pub fn push_property(out: &mut Vec<u8>, name: &str, value: &[u8]) -> std::ops::Range<usize> {
+    push_property_with(out, name, |out| out.extend_from_slice(value))
+}
+
+/// Like `push_property`, with the value written by `value` straight into `out` (an id
+/// generated in place); returns where the value landed.
+#[inline]
+pub fn push_property_with(
+    out: &mut Vec<u8>,
+    name: &str,
+    value: impl FnOnce(&mut Vec<u8>),
+) -> std::ops::Range<usize> {
+    out.reserve(name.len() + 2);
+    out.extend_from_slice(name.as_bytes());
+    out.push(NAME_VALUE_SEPARATOR as u8);
+    let start = out.len();
+    value(out);
+    let end = out.len();
+    out.push(PROPERTY_SEPARATOR as u8);
+    start..end
 }
 
 /// Iterates over the pairs Java would accept, in order, duplicates included; allocates nothing.
@@ -360,12 +378,13 @@ mod tests {
 
     #[test]
     fn many_duplicates_use_the_index_consistently() {
-        let mut s = String::new();
+        let mut pairs = Vec::new();
         for round in 0..3 {
             for i in 0..100 {
-                append_property(&mut s, &format!("k{i}"), &format!("{round}"));
+                pairs.push((format!("k{i}"), format!("{round}")));
             }
         }
+        let s = encode_properties(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let d = decode_properties(&s);
         assert_eq!(d.len(), 100);
         assert_eq!(d[0], ("k0".into(), "2".into()));

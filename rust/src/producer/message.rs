@@ -12,7 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::codec::properties::{NAME_VALUE_SEPARATOR, PROPERTY_SEPARATOR, UNIQ_KEY, WAIT};
+use crate::codec::message::{BatchRecord, MessageErrorKind};
+use crate::codec::properties::{
+    push_property, push_property_with, NAME_VALUE_SEPARATOR, PROPERTY_SEPARATOR, UNIQ_KEY, WAIT,
+};
 
 /// Fixed bytes of a batch record: totalSize, magic, bodyCRC, flag, bodyLen, propsLen.
 pub const BATCH_RECORD_OVERHEAD: usize = 4 + 4 + 4 + 4 + 4 + 2;
@@ -157,15 +160,6 @@ pub fn validate_property(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Appends `name 0x01 value 0x02` to an encoded property buffer.
-#[inline]
-pub fn push_property(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
-    out.push(NAME_VALUE_SEPARATOR as u8);
-    out.extend_from_slice(value);
-    out.push(PROPERTY_SEPARATOR as u8);
-}
-
 /// One message for SEND_MESSAGE_V2, ready to go: the body and the encoded properties, which
 /// include a UNIQ_KEY and WAIT=true.
 #[derive(Debug, Clone)]
@@ -219,13 +213,8 @@ impl Message {
         let uniq_id = match uniq {
             Some(u) => u,
             None => {
-                let start = out.len() + UNIQ_KEY.len() + 1;
-                push_property(&mut out, UNIQ_KEY, b"");
-                // Write the id in place of the empty value (before the trailing 0x02).
-                out.pop();
-                ids.write(now_ms(), &mut out);
-                out.push(PROPERTY_SEPARATOR as u8);
-                String::from_utf8_lossy(&out[start..out.len() - 1]).into_owned()
+                let at = push_property_with(&mut out, UNIQ_KEY, |out| ids.write(now_ms(), out));
+                String::from_utf8_lossy(&out[at]).into_owned()
             }
         };
         let properties = String::from_utf8(out).map_err(|e| e.to_string())?;
@@ -317,13 +306,7 @@ impl<'g> BatchEncoder<'g> {
             return Err(invalid("the body is empty".into()));
         }
         let record_start = self.buf.len();
-        self.buf.extend_from_slice(&[0u8; 16]); // totalSize, magic, bodyCRC, flag: patched below
-        self.buf
-            .extend_from_slice(&(body.len() as u32 as i32).to_be_bytes());
-        self.buf.extend_from_slice(body);
-        let props_len_at = self.buf.len();
-        self.buf.extend_from_slice(&[0, 0]);
-        let props_start = self.buf.len();
+        let record = BatchRecord::begin(&mut self.buf, 0, body);
         let mut uniq: Option<Range<usize>> = None;
         let mut result = Ok(());
         for (name, value) in properties {
@@ -331,10 +314,9 @@ impl<'g> BatchEncoder<'g> {
                 result = Err(e);
                 break;
             }
-            let value_start = self.buf.len() + name.len() + 1;
-            push_property(&mut self.buf, name, value.as_bytes());
+            let at = push_property(&mut self.buf, name, value.as_bytes());
             if name == UNIQ_KEY && !value.is_empty() {
-                uniq = Some(value_start..value_start + value.len());
+                uniq = Some(at);
             }
         }
         if let Err(e) = result {
@@ -343,25 +325,19 @@ impl<'g> BatchEncoder<'g> {
         }
         let uniq = match uniq {
             Some(r) => r,
-            None => {
-                self.buf.extend_from_slice(UNIQ_KEY.as_bytes());
-                self.buf.push(NAME_VALUE_SEPARATOR as u8);
-                let start = self.buf.len();
-                self.ids.write(self.now_ms, &mut self.buf);
-                let end = self.buf.len();
-                self.buf.push(PROPERTY_SEPARATOR as u8);
-                start..end
-            }
+            None => push_property_with(&mut self.buf, UNIQ_KEY, |out| {
+                self.ids.write(self.now_ms, out)
+            }),
         };
-        let props_len = self.buf.len() - props_start;
-        if props_len > i16::MAX as usize {
-            self.buf.truncate(record_start);
-            return Err(invalid(format!(
-                "properties encode to {props_len} bytes, at most {} allowed",
-                i16::MAX
-            )));
-        }
-        let total = self.buf.len() - record_start;
+        let total = match record.finish(&mut self.buf) {
+            Ok(total) => total,
+            Err(MessageErrorKind::TooLong { field, len, max }) => {
+                return Err(invalid(format!(
+                    "{field} encode to {len} bytes, at most {max} allowed"
+                )));
+            }
+            Err(other) => return Err(invalid(format!("{other:?}"))),
+        };
         if total > self.max_body {
             self.buf.truncate(record_start);
             return Err(invalid(format!(
@@ -369,9 +345,6 @@ impl<'g> BatchEncoder<'g> {
                 self.max_body
             )));
         }
-        self.buf[props_len_at..props_len_at + 2].copy_from_slice(&(props_len as i16).to_be_bytes());
-        self.buf[record_start..record_start + 4].copy_from_slice(&(total as i32).to_be_bytes());
-        // magic, bodyCRC and flag stay 0, as Java's client writes them.
 
         if self.buf.len() - self.chunk_start > self.max_body {
             self.close_chunk(record_start);

@@ -455,7 +455,11 @@ impl Producer {
         self.check_topic(topic)?;
         let mut results = Vec::with_capacity(batch.chunks.len());
         let mut props = Vec::with_capacity(16);
-        message::push_property(&mut props, crate::codec::properties::WAIT, b"true");
+        crate::codec::properties::push_property(
+            &mut props,
+            crate::codec::properties::WAIT,
+            b"true",
+        );
         let props = String::from_utf8(props).unwrap_or_default();
         for (i, chunk) in batch.chunks.iter().enumerate() {
             let spec = SendSpec {

@@ -5,9 +5,9 @@
 
 pub mod codec;
 pub mod json_text;
+pub mod net;
 pub mod producer;
 pub mod proxy;
-pub mod stats;
 pub mod sync;
 
 #[cfg(feature = "python")]

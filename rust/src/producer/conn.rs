@@ -14,10 +14,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use super::stats::ProducerStats;
-use super::tls::{is_certificate_error, Tls};
 use super::{ErrorKind, ProducerError};
 use crate::codec::frame::split;
 use crate::codec::RemotingCommand;
+use crate::net::tls::{is_certificate_error, Tls};
 
 /// One frame to write: the encoded header part and the body, which may be a shared slice.
 struct Outgoing {

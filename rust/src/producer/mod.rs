@@ -11,7 +11,6 @@ mod conn;
 pub mod message;
 pub mod route;
 pub mod stats;
-pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -26,11 +25,11 @@ use crate::codec::codes::{request, response, response_name};
 use crate::codec::route::TopicRouteData;
 use crate::codec::{LanguageCode, RemotingCommand, SerializeType, DEFAULT_MAX_FRAME_SIZE};
 
+pub use crate::net::tls::TlsOptions;
 pub use acl::Credentials;
 pub use message::{BatchEncoder, EncodedBatch, InvalidMessage, Message, UniqIdGen};
 pub use route::PublishInfo;
 pub use stats::{ProducerStats, STAT_NAMES};
-pub use tls::TlsOptions;
 
 use conn::Pool;
 
@@ -339,11 +338,11 @@ impl Producer {
     pub fn new(config: ProducerConfig, runtime: &tokio::runtime::Handle) -> Result<Self, String> {
         config.validate()?;
         let tls = match &config.tls {
-            Some(opts) => Some(tls::Tls::new(opts)?),
+            Some(opts) => Some(crate::net::tls::Tls::new(opts)?),
             None => None,
         };
         let stats = Arc::new(ProducerStats::default());
-        if tls.as_ref().is_some_and(tls::Tls::insecure) {
+        if tls.as_ref().is_some_and(crate::net::tls::Tls::insecure) {
             ProducerStats::add(&stats.tls_insecure_skip_verify, 1);
         }
         let credentials = config

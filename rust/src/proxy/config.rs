@@ -169,9 +169,7 @@ impl ProxyConfig {
 
     /// The TLS client for upstream connections, when `upstream_tls` is on; errors name the
     /// option at fault.
-    pub fn upstream_tls(
-        &self,
-    ) -> Result<Option<std::sync::Arc<crate::producer::tls::Tls>>, String> {
+    pub fn upstream_tls(&self) -> Result<Option<std::sync::Arc<crate::net::tls::Tls>>, String> {
         if !self.upstream_tls {
             for (set, name) in [
                 (self.upstream_tls_ca_file.is_some(), "upstream_tls_ca_file"),
@@ -187,12 +185,12 @@ impl ProxyConfig {
             }
             return Ok(None);
         }
-        let opts = crate::producer::tls::TlsOptions {
+        let opts = crate::net::tls::TlsOptions {
             ca_file: self.upstream_tls_ca_file.clone(),
             insecure_skip_verify: !self.upstream_tls_verify,
             server_name: self.upstream_tls_server_name.clone(),
         };
-        crate::producer::tls::Tls::new(&opts)
+        crate::net::tls::Tls::new(&opts)
             .map(|t| Some(std::sync::Arc::new(t)))
             .map_err(|e| {
                 if e.starts_with("tls_") {
@@ -204,7 +202,7 @@ impl ProxyConfig {
     }
 
     /// TLS toward clients, when a certificate and key are configured.
-    pub(crate) fn client_tls(&self) -> Result<Option<super::io::ServerTls>, String> {
+    pub(crate) fn client_tls(&self) -> Result<Option<crate::net::io::ServerTls>, String> {
         let permissive = match self.tls_mode.as_str() {
             "enforcing" => false,
             "permissive" => true,
@@ -216,7 +214,7 @@ impl ProxyConfig {
         };
         match (&self.tls_cert_file, &self.tls_key_file) {
             (None, None) => Ok(None),
-            (Some(c), Some(k)) => super::io::ServerTls::new(c, k, permissive).map(Some),
+            (Some(c), Some(k)) => crate::net::io::ServerTls::new(c, k, permissive).map(Some),
             (Some(_), None) => Err("tls_key_file: expected with tls_cert_file".into()),
             (None, Some(_)) => Err("tls_cert_file: expected with tls_key_file".into()),
         }

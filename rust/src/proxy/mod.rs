@@ -2,9 +2,9 @@
 //! own listeners (one port per real broker), and a relay per client connection on those ports.
 
 pub mod config;
-mod io;
 mod namesrv;
 mod relay;
+pub mod stats;
 pub mod upstream;
 
 use crate::sync::lock;
@@ -17,8 +17,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::stats::ProxyStats;
+use crate::net::io;
 pub use config::{ProxyConfig, TopicRouter};
+use stats::ProxyStats;
 use upstream::UpstreamClient;
 
 /// State shared by every listener and connection of one proxy.
@@ -37,7 +38,7 @@ pub(crate) struct Shared {
     conns: Arc<Semaphore>,
     self_ref: Mutex<std::sync::Weak<Shared>>,
     /// TLS toward brokers and name servers (`upstream_tls`).
-    pub upstream_tls: Option<Arc<crate::producer::tls::Tls>>,
+    pub upstream_tls: Option<Arc<crate::net::tls::Tls>>,
     /// TLS toward clients (`tls_cert_file`, `tls_key_file`, `tls_mode`).
     client_tls: Option<io::ServerTls>,
 }

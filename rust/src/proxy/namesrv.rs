@@ -15,15 +15,15 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use super::stats::ProxyStats;
 use crate::codec::codes::{request as rc, response as resp};
 use crate::codec::frame::split;
 use crate::codec::route::{BrokerAddrs, ClusterInfo, TopicRouteData};
 use crate::codec::{RemotingCommand, SerializeType};
-use crate::stats::ProxyStats;
 
-use super::io::{BoxRead, BoxWrite};
 use super::relay::{count_local, local_reply, write_frames, LocalReason};
 use super::Shared;
+use crate::net::io::{BoxRead, BoxWrite};
 
 /// A route answer as the proxy last gave it (addresses already rewritten).
 #[derive(Clone)]

@@ -16,13 +16,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
+use super::stats::ProxyStats;
 use crate::codec::codes::{request as rc, response as resp};
 use crate::codec::frame::{split, FrameView};
 use crate::codec::{HeaderRef, RemotingCommand, SerializeType};
-use crate::stats::ProxyStats;
 
-use super::io::{connect_split, BoxRead, BoxWrite};
 use super::Shared;
+use crate::net::io::{connect_split, BoxRead, BoxWrite};
 
 /// A request waiting for its response.
 #[derive(Debug, Clone, Copy)]

@@ -13,12 +13,12 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::io::connect_split;
-use crate::producer::tls::Tls;
+use crate::net::io::connect_split;
+use crate::net::tls::Tls;
 
+use super::stats::ProxyStats;
 use crate::codec::frame::split;
 use crate::codec::{RemotingCommand, SerializeType};
-use crate::stats::ProxyStats;
 
 type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<RemotingCommand>>>>;
 

@@ -9,8 +9,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::codec::codes::request_name;
+use crate::proxy::stats::{HistogramSnapshot, ProxyStats, LATENCY_BOUNDS_US, LATENCY_CODES};
 use crate::proxy::{ProxyConfig, ProxyServer};
-use crate::stats::{HistogramSnapshot, ProxyStats, LATENCY_BOUNDS_US, LATENCY_CODES};
 
 /// The proxy's Rust data path; `rmqfast.proxy.Proxy` wraps it.
 #[pyclass(module = "rmqfast._core", name = "ProxyServer")]
@@ -160,8 +160,8 @@ type NameHelp = (&'static str, &'static str);
 #[pyfunction]
 pub(crate) fn proxy_stat_names() -> (Vec<NameHelp>, Vec<NameHelp>) {
     (
-        crate::stats::COUNTER_NAMES.to_vec(),
-        crate::stats::GAUGE_NAMES.to_vec(),
+        crate::proxy::stats::COUNTER_NAMES.to_vec(),
+        crate::proxy::stats::GAUGE_NAMES.to_vec(),
     )
 }
 

@@ -1,5 +1,7 @@
-//! TLS for producer connections: rustls on the ring provider, verifying server certificates
-//! against Mozilla's roots (webpki-roots) or a given CA file, or, only when asked for, not at all.
+//! TLS as a client (the producer's connections, the proxy's upstream connections): rustls on
+//! the ring provider, verifying server certificates against Mozilla's roots (webpki-roots) or
+//! a given CA file, or, only when asked for, not at all. The PEM loader here also serves the
+//! server side (`io::ServerTls`).
 
 use std::path::Path;
 use std::sync::Arc;

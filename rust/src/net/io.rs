@@ -1,7 +1,7 @@
-//! Connections of the proxy, plain TCP or TLS, as boxed read and write halves.
+//! Connections, plain TCP or TLS, as boxed read and write halves.
 //!
-//! Upstream (toward name servers and brokers) the proxy is a TLS client (`upstream_tls`, the
-//! producer's rustls setup). Toward clients it can terminate TLS (`tls_cert_file`,
+//! As a client (the proxy toward name servers and brokers, `upstream_tls`) through
+//! `tls::Tls`. As a server the proxy can terminate TLS toward its clients (`tls_cert_file`,
 //! `tls_key_file`): `enforcing` accepts TLS only, `permissive` tells a TLS handshake from plain
 //! remoting by its first byte and serves both, as RocketMQ's own servers do.
 
@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::producer::tls::{load_certs, Tls};
+use super::tls::{load_certs, Tls};
 
 /// The read half of a connection, plain TCP or TLS.
 pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;

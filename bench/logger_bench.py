@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "python"))
 
 from rmqfast.codec import RequestCode  # noqa: E402
-from rmqfast.devcluster import DevCluster, _remoting_call, registered_brokers  # noqa: E402
+from rmqfast.devcluster import DevCluster, registered_brokers  # noqa: E402
+from rmqfast.devcluster.remoting import call  # noqa: E402
 from rmqfast.logger import ASGIMiddleware, RocketMQLogger  # noqa: E402
 from rmqfast.logger.encode import json_default as _json_default  # noqa: E402
 from rmqfast.logger.encode import make_encoder as _make_encoder  # noqa: E402
@@ -64,7 +65,7 @@ def cpu_seconds() -> float:
 def create_topic(namesrv: str, topic: str, queues: int = 8) -> None:
     """UPDATE_AND_CREATE_TOPIC on every broker, then wait until the name server routes it."""
     for addr in registered_brokers(namesrv).values():
-        header, _ = _remoting_call(
+        r = call(
             addr,
             RequestCode.UPDATE_AND_CREATE_TOPIC,
             {
@@ -79,10 +80,10 @@ def create_topic(namesrv: str, topic: str, queues: int = 8) -> None:
             },
             timeout=10,
         )
-        assert header.get("code") == 0, header.get("remark")
+        assert r.code == 0, r.remark
     deadline = time.monotonic() + 60
     route = RequestCode.GET_ROUTEINFO_BY_TOPIC
-    while _remoting_call(namesrv, route, {"topic": topic}, timeout=10)[0].get("code") != 0:
+    while call(namesrv, route, {"topic": topic}, timeout=10).code != 0:
         if time.monotonic() > deadline:
             raise TimeoutError(f"no route for {topic}")
         time.sleep(0.1)

@@ -49,11 +49,11 @@ from rmqfast.devcluster import (  # noqa: E402
     LOGBACK_XML,
     PROXY_HEAP,
     DevCluster,
-    _remoting_call,
     cache_root,
     find_java,
     find_mvn,
 )
+from rmqfast.devcluster.remoting import call  # noqa: E402
 
 BENCH_POM = Path(__file__).resolve().parent / "pom.xml"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -285,14 +285,12 @@ def run_timed(cmd: list[str], pattern: re.Pattern[str], reports: int, timeout: f
 
 
 def _broker_offset(broker: str, code: int, fields: dict[str, str]) -> int:
-    header, _ = _remoting_call(broker, code, fields, timeout=5.0)
-    if code == QUERY_CONSUMER_OFFSET and header.get("code") == QUERY_NOT_FOUND:
+    r = call(broker, code, fields, timeout=5.0)
+    if code == QUERY_CONSUMER_OFFSET and r.code == QUERY_NOT_FOUND:
         return 0
-    if header.get("code") != 0:
-        raise RuntimeError(
-            f"request {code} to {broker}: {header.get('code')} {header.get('remark')}"
-        )
-    return int(header["extFields"]["offset"])
+    if r.code != 0:
+        raise RuntimeError(f"request {code} to {broker}: {r.code} {r.remark}")
+    return int(r.ext_fields["offset"])
 
 
 def stored_messages(broker: str, topic: str) -> int:

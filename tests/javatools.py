@@ -8,7 +8,6 @@ Compilation happens once per source hash, into a directory under the pytest cach
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import itertools
 import json
@@ -18,12 +17,13 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rmqfast.devcluster import JDK17_FLAGS, LOGBACK_XML, find_java
+from rmqfast.devcluster.jars import file_lock
 
 JAVA_SRC = Path(__file__).resolve().parent / "java"
 # Client programs are short-lived: a small heap, C1 only and the serial GC keep two cores free
@@ -78,16 +78,6 @@ def _parse(line: str) -> tuple[str, Any] | None:
         return None
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 class JavaTools:
     """Builds tests/java/*.java once and runs its classes with the RocketMQ jars."""
 
@@ -119,7 +109,7 @@ class JavaTools:
             marker = out / ".complete"
             if not marker.exists():
                 self.cache_dir.mkdir(parents=True, exist_ok=True)
-                with _locked(self.cache_dir / ".lock"):
+                with file_lock(self.cache_dir / ".lock"):
                     if not marker.exists():
                         self._compile(out)
             self._classes = out

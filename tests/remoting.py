@@ -1,90 +1,32 @@
-"""A minimal blocking remoting client for tests, built only on `rmqfast.codec` and a socket."""
+"""Remoting helpers for tests, on the dev cluster's client (`rmqfast.devcluster.remoting`)."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
 
 from rmqfast.codec import (
-    FrameDecoder,
     MessageExt,
-    RemotingCommand,
     RequestCode,
     ResponseCode,
     TopicRouteData,
     decode_messages,
 )
+from rmqfast.devcluster.remoting import RemotingClient
 
-T = TypeVar("T")
+from .fakes import wait_until
 
-_opaques = itertools.count(1)
-
-
-class RemotingClient:
-    """One TCP connection speaking RocketMQ remoting, request by request."""
-
-    def __init__(self, addr: str, timeout: float = 10.0) -> None:
-        host, port = addr.rsplit(":", 1)
-        self.addr = addr
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        self.decoder = FrameDecoder()
-        self.pending: list[RemotingCommand] = []
-
-    def __enter__(self) -> RemotingClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def request(
-        self,
-        code: int,
-        ext_fields: dict[str, str] | None = None,
-        body: bytes = b"",
-        serialize_type: str = "json",
-        timeout: float = 10.0,
-    ) -> RemotingCommand:
-        """Sends a request and returns the response carrying its opaque."""
-        opaque = next(_opaques)
-        cmd = RemotingCommand(code, ext_fields or {}, body=body, opaque=opaque)
-        self.sock.sendall(cmd.encode(serialize_type))
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, c in enumerate(self.pending):
-                if c.is_response and c.opaque == opaque:
-                    return self.pending.pop(i)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no response to code {code} opaque {opaque} from {self.addr}")
-            self.sock.settimeout(remaining)
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError(f"{self.addr} closed the connection")
-            self.pending.extend(self.decoder.feed(data))
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    """Polls `check` until it returns a value other than None/False, or fails after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except Exception as e:  # the condition may fail while a server is still coming up
-            last_error = e
-            result = None
-        if result is not None and result is not False:
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+__all__ = [
+    "RemotingClient",
+    "create_topic",
+    "create_topic_fields",
+    "new_topic",
+    "pull",
+    "pull_fields",
+    "route_of",
+]
 
 
 def create_topic_fields(topic: str, queues: int = 4) -> dict[str, str]:
@@ -155,7 +97,7 @@ def create_topic(
         names = {q["brokerName"] for q in json.loads(r.body)["queueDatas"]}
         return names == set(brokers)
 
-    wait_for(routed, 30, f"route of {topic}")
+    wait_until(routed, 30, f"route of {topic}")
 
 
 def pull(

@@ -17,7 +17,8 @@ from rmqfast.codec import (
 )
 from rmqfast.devcluster import DevCluster
 
-from .remoting import RemotingClient, create_topic_fields, pull_fields, route_of, wait_for
+from .fakes import wait_until
+from .remoting import RemotingClient, create_topic_fields, pull_fields, route_of
 
 
 def send_v2_fields(topic: str, broker: str, queue_id: int, props: dict[str, str]) -> dict[str, str]:
@@ -53,7 +54,7 @@ def test_create_route_send_batch_pull(rocketmq: DevCluster) -> None:
             with RemotingClient(namesrv) as ns:
                 return route_of(ns, topic)
 
-        data = wait_for(route, 30, f"route of {topic} on the name server")
+        data = wait_until(route, 30, f"route of {topic} on the name server")
         assert data.broker_addrs() == {broker_name: {0: broker_addr}}
         [queue] = data.queue_datas
         assert (queue["brokerName"], queue["readQueueNums"], queue["writeQueueNums"]) == (
@@ -104,7 +105,7 @@ def test_create_route_send_batch_pull(rocketmq: DevCluster) -> None:
             msgs = decode_messages(p.body)
             return list(msgs) if len(msgs) == len(sent) else None
 
-        messages = wait_for(pull, 30, "5 messages pulled back")
+        messages = wait_until(pull, 30, "5 messages pulled back")
         got = [(m.body, m.keys, m.tags) for m in messages]
         assert got == sent
         for offset, m in enumerate(messages):

@@ -7,9 +7,9 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +20,8 @@ import pytest
 import rmqfast
 import rmqfast.devcluster as dc
 from rmqfast.codec import (
+    FrameDecoder,
+    RemotingCommand,
     RequestCode,
     ResponseCode,
     TopicRouteData,
@@ -27,21 +29,15 @@ from rmqfast.codec import (
     encode_properties,
 )
 from rmqfast.devcluster import DevCluster, DevClusterError
+from rmqfast.devcluster import cluster as dc_cluster
 
-from .remoting import RemotingClient, create_topic_fields, pull_fields, route_of, wait_for
+from .fakes import wait_until
+from .remoting import RemotingClient, create_topic_fields, pull_fields, route_of
 
 # Subprocesses must import the same rmqfast as this test run.
 _PYTHONPATH = os.pathsep.join(
     p for p in (str(Path(rmqfast.__file__).parent.parent), os.environ.get("PYTHONPATH")) if p
 )
-
-
-def _wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _accepting(addr: str) -> bool:
@@ -65,52 +61,111 @@ def _pid_gone(pid: int) -> bool:
 # -- offline --------------------------------------------------------------------------------
 
 
-def test_fastjson_unquoted_integer_keys() -> None:
-    text = (
-        '{"brokerAddrTable":{"broker-a":{"brokerAddrs":{0:"127.0.0.1:10911",1:"127.0.0.1:10921"},'
-        '"brokerName":"broker-a","cluster":"C"}},"clusterAddrTable":{"C":["broker-a"]},'
-        '"note":"{5:x},7:y"}'
+def _answer_once(
+    reply: Callable[[RemotingCommand], list[bytes]],
+) -> tuple[str, threading.Thread]:
+    """A listener for one connection: it reads one request and writes what `reply` returns."""
+    server = socket.create_server(("127.0.0.1", 0))
+    addr = f"127.0.0.1:{server.getsockname()[1]}"
+
+    def serve() -> None:
+        with server:
+            conn, _ = server.accept()
+            with conn:
+                decoder = FrameDecoder()
+                requests: list[RemotingCommand] = []
+                while not requests:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    requests = decoder.feed(data)
+                for chunk in reply(requests[0]):
+                    conn.sendall(chunk)
+                while conn.recv(65536):  # until the client closes
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return addr, thread
+
+
+def _response(req: RemotingCommand, code: int = 0, body: bytes = b"", remark: str = "") -> bytes:
+    return RemotingCommand(code, body=body, opaque=req.opaque, flag=1, remark=remark).encode()
+
+
+def test_client_returns_the_response_with_its_opaque() -> None:
+    seen: list[RemotingCommand] = []
+
+    def reply(req: RemotingCommand) -> list[bytes]:
+        seen.append(req)
+        push = RemotingCommand(RequestCode.NOTIFY_CONSUMER_IDS_CHANGED, opaque=req.opaque)
+        stale = RemotingCommand(0, opaque=req.opaque + 1000, flag=1, remark="not mine")
+        # ROCKETMQ binary header, split mid-frame.
+        mine = RemotingCommand(
+            0, {"k": "v"}, body=b"body", opaque=req.opaque, flag=1, remark="mine"
+        ).encode("rocketmq")
+        return [push.encode(), stale.encode(), mine[:7], mine[7:]]
+
+    addr, thread = _answer_once(reply)
+    with dc.RemotingClient(addr, timeout=5) as client:
+        r = client.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "T"})
+    thread.join(5)
+    assert (r.code, r.remark, r.ext_fields, r.body) == (0, "mine", {"k": "v"}, b"body")
+    [req] = seen
+    assert (req.code, req.ext_fields, req.language, req.version) == (
+        RequestCode.GET_ROUTEINFO_BY_TOPIC,
+        {"topic": "T"},
+        "PYTHON",
+        479,
     )
-    got = dc._fastjson_loads(text)
-    assert got["brokerAddrTable"]["broker-a"]["brokerAddrs"] == {
+    assert not req.is_response and not req.is_oneway
+
+
+def test_client_oneway_is_flagged() -> None:
+    seen: list[RemotingCommand] = []
+    addr, thread = _answer_once(lambda req: seen.append(req) or [])
+    with dc.RemotingClient(addr, timeout=5) as client:
+        client.oneway(RequestCode.HEART_BEAT, body=b"{}")
+    thread.join(5)
+    [req] = seen
+    assert req.is_oneway and req.body == b"{}"
+
+
+def test_client_timeout_names_the_request() -> None:
+    addr, thread = _answer_once(lambda req: [])
+    with (
+        dc.RemotingClient(addr, timeout=5) as client,
+        pytest.raises(TimeoutError, match=r"request code 106 .* within 0\.2 s"),
+    ):
+        client.request(RequestCode.GET_BROKER_CLUSTER_INFO, timeout=0.2)
+    thread.join(5)
+
+
+def test_cluster_info_reads_fastjson_integer_keys() -> None:
+    body = (
+        b'{"brokerAddrTable":{"broker-a":{"brokerAddrs":{0:"127.0.0.1:10911",1:"127.0.0.1:10921"},'
+        b'"brokerName":"broker-a","cluster":"C"},"broker-b":{"brokerAddrs":{1:"127.0.0.1:10931"},'
+        b'"brokerName":"broker-b","cluster":"C"}},"clusterAddrTable":{"C":["broker-a","broker-b"]}}'
+    )
+    addr, thread = _answer_once(lambda req: [_response(req, body=body)])
+    info = dc.query_cluster_info(addr)
+    thread.join(5)
+    assert info["brokerAddrTable"]["broker-a"]["brokerAddrs"] == {
         "0": "127.0.0.1:10911",
         "1": "127.0.0.1:10921",
     }
-    assert got["note"] == "{5:x},7:y"  # string contents are left alone
+    assert info["clusterAddrTable"] == {"C": ["broker-a", "broker-b"]}
+    addr, thread = _answer_once(lambda req: [_response(req, body=body)])
+    # broker-b has no master (brokerId 0), so it is not listed.
+    assert dc.registered_brokers(addr) == {"broker-a": "127.0.0.1:10911"}
+    thread.join(5)
 
 
-def test_request_frame_layout() -> None:
-    frame = dc._encode_request(106, 7)
-    length, word = struct.unpack_from(">iI", frame)
-    assert length == len(frame) - 4
-    assert word >> 24 == 0
-    header = json.loads(frame[8 : 8 + (word & 0xFFFFFF)])
-    assert header == {
-        "code": 106,
-        "flag": 0,
-        "language": "PYTHON",
-        "opaque": 7,
-        "serializeTypeCurrentRPC": "JSON",
-        "version": 479,
-    }
-    decoded, body = dc._decode_frame(frame[4:])
-    assert decoded["code"] == 106
-    assert body == b""
-
-
-def test_binary_header_decoding() -> None:
-    ext = b"".join(
-        struct.pack(">h", len(k)) + k + struct.pack(">i", len(v)) + v for k, v in [(b"k", b"v")]
-    )
-    raw = struct.pack(">hbhii", 0, 0, 479, 9, 1) + struct.pack(">i", 2) + b"ok"
-    raw += struct.pack(">i", len(ext)) + ext
-    frame = struct.pack(">I", (1 << 24) | len(raw)) + raw + b"body"
-    header, body = dc._decode_frame(frame)
-    assert header["opaque"] == 9
-    assert header["language"] == "JAVA"
-    assert header["remark"] == "ok"
-    assert header["extFields"] == {"k": "v"}
-    assert body == b"body"
+def test_cluster_info_error_names_code_and_remark() -> None:
+    addr, thread = _answer_once(lambda req: [_response(req, code=1, remark="boom")])
+    with pytest.raises(DevClusterError, match=r"GET_BROKER_CLUSTER_INFO to .* code 1: boom"):
+        dc.registered_brokers(addr)
+    thread.join(5)
 
 
 def test_missing_java_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,7 +215,7 @@ def test_cli_without_java_exits_2(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_failed_start_reports_log_tail(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(dc, "NAMESRV_MAIN", "org.example.NoSuchMain")
+    monkeypatch.setattr(dc_cluster, "NAMESRV_MAIN", "org.example.NoSuchMain")
     cluster = DevCluster(dir=tmp_path / "dc", brokers=0, timeout=60)
     with pytest.raises(DevClusterError) as info:
         cluster.start()
@@ -255,7 +310,7 @@ def test_stop_and_start_broker(rocketmq: DevCluster, kill: bool) -> None:
     old_pid = rocketmq.pids()["broker-b"]
     rocketmq.stop_broker("broker-b", kill=kill, wait_unregistered=False)
     assert _pid_gone(old_pid)
-    _wait_for(
+    wait_until(
         lambda: "broker-b" not in dc.registered_brokers(ns), 30, "broker-b to be deregistered"
     )
     assert "broker-a" in dc.registered_brokers(ns)
@@ -389,7 +444,7 @@ def test_send_through_proxy_is_stored(rocketmq_proxy: DevCluster) -> None:
         assert created.code == ResponseCode.SUCCESS, created.remark
 
     with RemotingClient(c.proxy_addr) as proxy:
-        data = wait_for(lambda: route_of(proxy, topic), 30, f"route of {topic} through the Proxy")
+        data = wait_until(lambda: route_of(proxy, topic), 30, f"route of {topic} through the Proxy")
         # Routes through the Proxy point clients back at the Proxy, not at the broker.
         assert data.broker_addrs() == {"broker-a": {0: c.proxy_addr}}
         [queue] = data.queue_datas

@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,20 +28,13 @@ from rmqfast.devcluster import DevCluster
 from rmqfast.devcluster.messages import PROXY_RECORD
 from rmqfast.devcluster.run import DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT
 
+from .fakes import wait_until
 from .remoting import RemotingClient, pull_fields
 
 # Subprocesses must import the same rmqfast as this test run.
 _PYTHONPATH = os.pathsep.join(
     p for p in (str(Path(rmqfast.__file__).parent.parent), os.environ.get("PYTHONPATH")) if p
 )
-
-
-def _wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -137,7 +130,7 @@ def make_run(
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     try:
-        _wait_for(
+        wait_until(
             lambda: proc.poll() is not None or any(ln.startswith("Ctrl-C") for ln in run.lines),
             120,
             "`run` to print its first message",

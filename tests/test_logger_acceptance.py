@@ -20,9 +20,9 @@ from rmqfast.codec import MessageExt, RequestCode, ResponseCode, decode_messages
 from rmqfast.devcluster import DevCluster
 from rmqfast.logger import ASGIMiddleware, RocketMQLogger, WSGIMiddleware
 
+from .fakes import wait_until
 from .remoting import RemotingClient, create_topic, pull_fields
 from .secure import ACL_PASSWORD, ACL_USER, SecureCluster, acl_sign
-from .test_logger_support import wait_until
 
 Sign = Callable[[dict[str, str]], dict[str, str]]
 QUEUES = 4  # create_topic makes 4 read/write queues per broker
@@ -266,7 +266,7 @@ def test_broker_outage_retry_window(
         for i in range(120):
             long.log({"who": "long", "phase": "during", "i": i})
         long.flush(0)
-        wait_until(lambda: long.stats()["failed"] >= 50, timeout=30, what="failing sends")
+        wait_until(lambda: long.stats()["failed"] >= 50, 30, "failing sends")
     finally:
         rocketmq.start_broker(name)
     assert long.flush(120)

@@ -19,7 +19,8 @@ from starlette.websockets import WebSocket
 
 from rmqfast.logger import ASGIMiddleware, RocketMQLogger
 
-from .test_logger_support import FakeProducer, wait_until
+from .fakes import wait_until
+from .test_logger_support import FakeProducer
 
 NS = ["127.0.0.1:9876"]
 
@@ -195,7 +196,7 @@ def test_request_path_never_waits_for_the_broker(make: Any) -> None:
         client = TestClient(ASGIMiddleware(starlette_app(), lg))
         for _ in range(5):
             assert client.get("/items/1").status_code == 200
-        wait_until(lambda: blocked.attempts == 0 and lg.stats()["accepted"] == 5, what="queued")
+        wait_until(lambda: blocked.attempts == 0 and lg.stats()["accepted"] == 5, 10, "queued")
         gate.set()
         assert lg.flush(5)
         assert len(blocked.entries()) == 5

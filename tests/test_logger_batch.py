@@ -18,7 +18,8 @@ import pytest
 
 from rmqfast.logger import RocketMQLogger, all_loggers, close_all, stats_items
 
-from .test_logger_support import FakeProducer, wait_until
+from .fakes import wait_until
+from .test_logger_support import FakeProducer
 
 NS = ["127.0.0.1:9876"]
 
@@ -47,7 +48,8 @@ def settled(lg: RocketMQLogger, logged: int) -> dict[str, Any]:
             and st["sent"] + sum(st["dropped"].values()) == logged
             and st
         ),
-        what="every entry to be sent or dropped",
+        10,
+        "every entry to be sent or dropped",
     )
     assert s["pending_bytes"] == 0
     assert s["accepted"] <= logged
@@ -62,7 +64,7 @@ def test_flush_on_size(loggers: list[RocketMQLogger]) -> None:
     lg = new(loggers, fake, batch_max_size=10, buffer_duration=60)
     for i in range(25):
         assert lg.log({"i": i})
-    wait_until(lambda: len(fake.calls) == 2, what="two full batches")
+    wait_until(lambda: len(fake.calls) == 2, 10, "two full batches")
     flushed_at = time.monotonic()
     assert lg.flush(5)
     assert [(k, len(m)) for k, _, m in fake.calls] == [("batch", 10), ("batch", 10), ("batch", 5)]
@@ -79,7 +81,7 @@ def test_flush_on_inactivity(loggers: list[RocketMQLogger]) -> None:
     t0 = time.monotonic()
     for i in range(3):
         lg.log({"i": i})
-    wait_until(lambda: len(fake.messages()) == 3, what="the inactivity flush")
+    wait_until(lambda: len(fake.messages()) == 3, 10, "the inactivity flush")
     elapsed = fake.attempt_times[0] - t0
     assert 0.25 <= elapsed < 3.0
 
@@ -103,7 +105,7 @@ def test_batch_max_size_one_sends_each_entry_alone(loggers: list[RocketMQLogger]
     lg = new(loggers, fake, batch_max_size=1)
     for i in range(3):
         lg.log({"i": i})
-    wait_until(lambda: len(fake.calls) == 3, what="three sends")
+    wait_until(lambda: len(fake.calls) == 3, 10, "three sends")
     assert [k for k, _, _ in fake.calls] == ["send"] * 3
     assert fake.bodies() == [{"i": 0}, {"i": 1}, {"i": 2}]
 
@@ -212,7 +214,8 @@ def test_bytes_cap(loggers: list[RocketMQLogger]) -> None:
             and lg.stats()["pending_bytes"] > 0
             and lg.stats()["pending_entries"] <= 3
         ),
-        what="the byte cap to bite",
+        10,
+        "the byte cap to bite",
     )
     assert lg.stats()["pending_bytes"] <= 120
     gate.set()
@@ -259,7 +262,7 @@ def test_close_deadline_drops_the_rest(loggers: list[RocketMQLogger]) -> None:
     lg = new(loggers, fake, batch_max_size=2)
     for i in range(6):
         lg.log({"i": i})
-    wait_until(lambda: lg.stats()["pending_entries"] == 6 and fake.gate is gate, what="queued")
+    wait_until(lambda: lg.stats()["pending_entries"] == 6 and fake.gate is gate, 10, "queued")
     t = time.monotonic()
     assert lg.close(0.3) is False
     assert time.monotonic() - t < 2.0
@@ -286,7 +289,7 @@ def test_retry_wait_ends_at_close(loggers: list[RocketMQLogger]) -> None:
     lg.log({"a": 1})
     lg.log({"a": 2})
     assert lg.flush(0) is False  # starts the send, does not wait for it
-    wait_until(lambda: fake.attempts == 1, what="the first attempt")
+    wait_until(lambda: fake.attempts == 1, 10, "the first attempt")
     t = time.monotonic()
     assert lg.close(0.3) is False
     assert time.monotonic() - t < 2.0
@@ -300,7 +303,7 @@ def test_concurrent_sends_and_flush_waits_for_all(loggers: list[RocketMQLogger])
     lg = new(loggers, fake, batch_max_size=1, send_concurrency=3)
     for i in range(5):
         lg.log({"i": i})
-    wait_until(lambda: fake.in_call == 3, what="three sends in flight at once")
+    wait_until(lambda: fake.in_call == 3, 10, "three sends in flight at once")
     assert lg.flush(0.2) is False  # two are still queued behind the three in flight
     gate.set()
     assert lg.flush(5)
@@ -443,7 +446,7 @@ def test_fork_child_starts_empty_and_builds_its_own_producer(
     for i in range(1, 5):
         lg.log({"who": "parent", "i": i})
     lg._processor.flush(0)  # the batch is now stuck in the parent's producer
-    wait_until(lambda: fakes[parent_pid].attempts == 1, what="a send in flight")
+    wait_until(lambda: fakes[parent_pid].attempts == 1, 10, "a send in flight")
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
@@ -563,7 +566,7 @@ def test_drop_warnings_are_rate_limited(
         lg.log({"a": 1})
         time.sleep(0.001)
     wait_until(
-        lambda: any("dropped" in r.getMessage() for r in caplog.records), what="a drop warning"
+        lambda: any("dropped" in r.getMessage() for r in caplog.records), 10, "a drop warning"
     )
     drops = [r for r in caplog.records if "dropped" in r.getMessage()]
     assert 1 <= len(drops) <= 3

@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-
-T = TypeVar("T")
 
 
 class FakeProducerError(Exception):
@@ -108,18 +105,6 @@ class FakeProducer:
         for body in self.bodies():
             out.extend(body if isinstance(body, list) else [body])
         return out
-
-
-def wait_until(check: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll `check` until it returns something truthy; fail the test after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
 
 
 def test_fake_producer_fails_as_scripted() -> None:

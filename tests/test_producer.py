@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import pytest
 
 from rmqfast._core import Producer, ProducerError, SendResult
 from rmqfast.codec import (
-    FrameDecoder,
     MessageExt,
     RemotingCommand,
     decode_batch,
 )
 from rmqfast.devcluster import DevCluster
 
+from .fakes import Connection, FakeServer, name_server, silent
 from .remoting import create_topic, new_topic, pull
 from .secure import ACL_PASSWORD, ACL_USER, SecureCluster, acl_sign, java_sign
 
@@ -302,78 +302,17 @@ def test_invalid_arguments() -> None:
 # fake servers: exact bytes on the wire, timeouts
 
 
-class FakeServer:
-    """A remoting server on loopback; `handler` answers each request (None: never answer)."""
-
-    def __init__(self, handler: Callable[[RemotingCommand], RemotingCommand | None]) -> None:
-        self.handler = handler
-        self.requests: list[RemotingCommand] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.addr = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        decoder = FrameDecoder()
-        while True:
-            try:
-                data = conn.recv(1 << 20)
-            except OSError:
-                return
-            if not data:
-                return
-            for cmd in decoder.feed(data):
-                self.requests.append(cmd)
-                resp = self.handler(cmd)
-                if resp is not None:
-                    resp.opaque = cmd.opaque
-                    resp.flag = 1
-                    conn.sendall(resp.encode())
-
-    def close(self) -> None:
-        self.sock.close()
-        for c in self.conns:
-            c.close()
-
-
-def fake_route(brokers: dict[str, str]) -> bytes:
-    return json.dumps(
-        {
-            "brokerDatas": [
-                {"brokerAddrs": {"0": addr}, "brokerName": name, "cluster": "C"}
-                for name, addr in brokers.items()
-            ],
-            "queueDatas": [
-                {"brokerName": name, "perm": 6, "readQueueNums": 2, "writeQueueNums": 2}
-                for name in brokers
-            ],
-        }
-    ).encode()
-
-
 @pytest.fixture
 def fake_pair() -> Iterator[tuple[FakeServer, FakeServer]]:
     """A name server routing every topic to one fake broker that stores everything."""
 
-    def broker(cmd: RemotingCommand) -> RemotingCommand:
+    def broker(_conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         return RemotingCommand(
             0, {"msgId": "OFFSET", "queueId": cmd.ext_fields.get("e", "0"), "queueOffset": "7"}
         )
 
-    b = FakeServer(broker)
-    ns = FakeServer(lambda cmd: RemotingCommand(0, body=fake_route({"broker-a": b.addr})))
-    yield ns, b
-    ns.close()
-    b.close()
+    with FakeServer(broker) as b, FakeServer(name_server({"broker-a": b.addr})) as ns:
+        yield ns, b
 
 
 def test_signature_bytes_match_java_signing(fake_pair: tuple[FakeServer, FakeServer]) -> None:
@@ -398,10 +337,11 @@ def test_signature_bytes_match_java_signing(fake_pair: tuple[FakeServer, FakeSer
 
 
 def test_timeout_on_a_silent_broker() -> None:
-    silent = FakeServer(lambda cmd: None)
-    ns = FakeServer(lambda cmd: RemotingCommand(0, body=fake_route({"broker-s": silent.addr})))
-    p = Producer([ns.addr], timeout=0.3, retry_times=1)
-    try:
+    with (
+        FakeServer(silent) as broker,
+        FakeServer(name_server({"broker-s": broker.addr})) as ns,
+        closing(Producer([ns.addr], timeout=0.3, retry_times=1)) as p,
+    ):
         start = time.monotonic()
         with pytest.raises(ProducerError) as e:
             p.send("T", b"x")
@@ -409,7 +349,7 @@ def test_timeout_on_a_silent_broker() -> None:
         assert e.value.code is None
         assert e.value.retryable is True
         msg = str(e.value)
-        assert "broker-s" in msg and silent.addr in msg and "300 ms" in msg, msg
+        assert "broker-s" in msg and broker.addr in msg and "300 ms" in msg, msg
         assert 0.6 <= took < 3.0
         stats = p.stats()
         assert (stats["timeouts"], stats["retries"]) == (2, 1)
@@ -420,26 +360,23 @@ def test_timeout_on_a_silent_broker() -> None:
             assert e.value.code is None and e.value.retryable is True
 
         asyncio.run(via_asyncio())
-    finally:
-        p.close()
-        ns.close()
-        silent.close()
 
 
 def test_waiting_sends_release_the_gil() -> None:
-    silent = FakeServer(lambda cmd: None)
-    ns = FakeServer(lambda cmd: RemotingCommand(0, body=fake_route({"broker-s": silent.addr})))
-    p = Producer([ns.addr], timeout=0.5, retry_times=0)
     failed: list[BaseException] = []
 
-    def send() -> None:
+    def send(p: Producer) -> None:
         try:
             p.send("T", b"x")
         except ProducerError as e:
             failed.append(e)
 
-    try:
-        t = threading.Thread(target=send)
+    with (
+        FakeServer(silent) as broker,
+        FakeServer(name_server({"broker-s": broker.addr})) as ns,
+        closing(Producer([ns.addr], timeout=0.5, retry_times=0)) as p,
+    ):
+        t = threading.Thread(target=send, args=(p,))
         t.start()
         spins = 0
         deadline = time.monotonic() + 0.3
@@ -449,10 +386,6 @@ def test_waiting_sends_release_the_gil() -> None:
         # Had the send held the GIL for its 0.5 s wait, this thread could not have run.
         assert spins > 10_000
         assert len(failed) == 1
-    finally:
-        p.close()
-        ns.close()
-        silent.close()
 
 
 def test_tls_and_acl_send(secure: SecureCluster) -> None:

@@ -22,8 +22,9 @@ from rmqfast.codec import RequestCode, ResponseCode, TopicRouteData
 from rmqfast.devcluster import CLUSTER_NAME, DevCluster, run_mqadmin
 from rmqfast.proxy import Proxy
 
+from .fakes import wait_until
 from .javatools import JavaTools, StatsDelta
-from .remoting import RemotingClient, wait_for
+from .remoting import RemotingClient
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +100,7 @@ def create_topic(proxy: Proxy, topic: str) -> TopicRouteData:
         names = sorted(q["brokerName"] for q in route.queue_datas)
         return route if names == list(BROKERS) else None
 
-    return wait_for(ready, 30, f"route of {topic} through the proxy")
+    return wait_until(ready, 30, f"route of {topic} through the proxy")
 
 
 def snapshot(proxy: Proxy) -> StatsDelta:
@@ -113,7 +114,7 @@ def finish(delta: StatsDelta, proxy: Proxy) -> StatsDelta:
 
 def wait_idle(proxy: Proxy, what: str) -> None:
     """Every request the proxy took in has been answered (nothing in flight)."""
-    wait_for(lambda: proxy.stats()["request_active"] == 0, 30, f"{what}: no request in flight")
+    wait_until(lambda: proxy.stats()["request_active"] == 0, 30, f"{what}: no request in flight")
 
 
 def code_count(proxy: Proxy, code_name: str) -> int:
@@ -236,7 +237,7 @@ def test_send_modes_and_push_consumer(proxy: Proxy, java: JavaTools) -> None:
         done = c.expect("DONE", 120)
         assert done == {"distinct": 80, "deliveries": 80}
         # With nothing left to read, the broker holds the consumer's pulls (long polling).
-        wait_for(
+        wait_until(
             lambda: proxy.stats()["pull_message_active"] >= 1, 30, "a long-poll pull in flight"
         )
         res = c.finish(60).result
@@ -276,7 +277,7 @@ def test_transaction_resolved_by_check_back(proxy: Proxy, java: JavaTools) -> No
         p.expect("DONE", 90)
         # The broker's CHECK_TRANSACTION_STATE came over the producer's relayed connection; the
         # client's END_TRANSACTION answers it (oneway), after the first one of each send.
-        wait_for(
+        wait_until(
             lambda: (
                 proxy.stats()["end_transaction"] - d.before["end_transaction"]
                 >= 2 + proxy.stats()["broker_request"] - d.before["broker_request"]
@@ -353,7 +354,7 @@ def test_pop_consumer_ack_and_change_invisible_time(proxy: Proxy, java: JavaTool
                 and s["change_invisible_time"] - d.before["change_invisible_time"] >= 12
             )
 
-        wait_for(settled, 30, "the consumer's acks and invisible-time changes")
+        wait_until(settled, 30, "the consumer's acks and invisible-time changes")
         res = c.finish(60).result
     wait_idle(proxy, "pop consumer shutdown")
     finish(d, proxy)

@@ -6,7 +6,6 @@ Most cases use a tiny fake upstream (a Python socket server) to pin one behaviou
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -17,16 +16,17 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from rmqfast.codec import FrameDecoder, RemotingCommand, RequestCode, ResponseCode
+from rmqfast.codec import FrameDecoder, RemotingCommand, RequestCode, ResponseCode, TopicRouteData
 from rmqfast.devcluster import DevCluster
 from rmqfast.proxy import Proxy
 
-from .remoting import RemotingClient, wait_for
+from .fakes import Connection, FakeServer, Handler, name_server, silent, wait_until
+from .remoting import RemotingClient
 
 SYSTEM_ERROR = 1
 SYSTEM_BUSY = 2
@@ -35,118 +35,17 @@ _opaques = itertools.count(1_000_000)
 
 
 # ------------------------------------------------------------------------------------------------
-# a fake upstream
+# fake upstreams (tests/fakes.py) and helpers
 
 
-Handler = Callable[["FakeUpstream", socket.socket, RemotingCommand], None]
+def answer_after(delay: float) -> Handler:
+    """Answers every request, oneway ones aside, with SUCCESS after `delay` s."""
 
-
-class FakeUpstream:
-    """A loopback server speaking just enough remoting: `handler` decides what each request gets."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.addr = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        self.requests: list[RemotingCommand] = []
-        self.conns: list[socket.socket] = []
-        self.written = 0
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        t = threading.Thread(target=self._accept, daemon=True)
-        t.start()
-        self._threads.append(t)
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def _serve(self, conn: socket.socket) -> None:
-        dec = FrameDecoder()
-        with contextlib.suppress(OSError):
-            while not self._stop.is_set():
-                data = conn.recv(65536)
-                if not data:
-                    return
-                for cmd in dec.feed(data):
-                    self.requests.append(cmd)
-                    self.handler(self, conn, cmd)
-
-    def send(self, conn: socket.socket, data: bytes) -> None:
-        conn.sendall(data)
-        self.written += len(data)
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
-        for c in self.conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
-            c.close()
-
-    def __enter__(self) -> FakeUpstream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def response(cmd: RemotingCommand, code: int = 0, body: bytes = b"") -> bytes:
-    return RemotingCommand(code, {}, body=body, opaque=cmd.opaque, flag=1).encode("json")
-
-
-def silent(_f: FakeUpstream, _c: socket.socket, _cmd: RemotingCommand) -> None:
-    """Accepts requests and never answers."""
-
-
-def answer_after(delay: float, route_to: str | None = None) -> Handler:
-    """Answers every request with SUCCESS after `delay` s; route lookups at once, to `route_to`."""
-
-    def handler(f: FakeUpstream, conn: socket.socket, cmd: RemotingCommand) -> None:
-        if cmd.code == RequestCode.GET_ROUTEINFO_BY_TOPIC and route_to is not None:
-            f.send(conn, response(cmd, body=fake_route(route_to)))
-            return
-        if cmd.is_oneway:
-            return
-
-        def later() -> None:
-            with contextlib.suppress(OSError):
-                f.send(conn, response(cmd))
-
-        threading.Timer(delay, later).start()
+    def handler(conn: Connection, cmd: RemotingCommand) -> None:
+        if not cmd.is_oneway:
+            conn.respond_later(delay, cmd, RemotingCommand(0))
 
     return handler
-
-
-def fake_route(broker_addr: str) -> bytes:
-    return json.dumps(
-        {
-            "brokerDatas": [
-                {
-                    "cluster": "FakeCluster",
-                    "brokerName": "fake-broker",
-                    "brokerAddrs": {"0": broker_addr},
-                }
-            ],
-            "queueDatas": [
-                {
-                    "brokerName": "fake-broker",
-                    "readQueueNums": 1,
-                    "writeQueueNums": 1,
-                    "perm": 6,
-                    "topicSysFlag": 0,
-                }
-            ],
-            "filterServerTable": {},
-        }
-    ).encode()
 
 
 def closed_port() -> str:
@@ -214,8 +113,8 @@ def start_proxy(namesrv: str, **over: Any) -> Proxy:
 
 
 @pytest.fixture
-def fake_ns() -> Iterator[FakeUpstream]:
-    with FakeUpstream(silent) as f:
+def fake_ns() -> Iterator[FakeServer]:
+    with FakeServer(silent) as f:
         yield f
 
 
@@ -224,9 +123,9 @@ def fake_ns() -> Iterator[FakeUpstream]:
 
 
 def test_broker_that_never_answers_gets_system_busy_within_the_timeout(
-    fake_ns: FakeUpstream,
+    fake_ns: FakeServer,
 ) -> None:
-    with FakeUpstream(silent) as broker:
+    with FakeServer(silent) as broker:
         proxy = start_proxy(fake_ns.addr, request_timeout_ms=600)
         try:
             port = proxy.open_broker(broker.addr)
@@ -251,8 +150,8 @@ def test_broker_that_never_answers_gets_system_busy_within_the_timeout(
             proxy.stop(1)
 
 
-def test_oneway_to_silent_or_unreachable_broker_gets_no_reply(fake_ns: FakeUpstream) -> None:
-    with FakeUpstream(silent) as broker:
+def test_oneway_to_silent_or_unreachable_broker_gets_no_reply(fake_ns: FakeServer) -> None:
+    with FakeServer(silent) as broker:
         proxy = start_proxy(fake_ns.addr, request_timeout_ms=300)
         try:
             for upstream in (broker.addr, closed_port()):
@@ -281,7 +180,7 @@ def test_oneway_to_silent_or_unreachable_broker_gets_no_reply(fake_ns: FakeUpstr
             proxy.stop(1)
 
 
-def test_unreachable_broker_gets_system_error_at_once(fake_ns: FakeUpstream) -> None:
+def test_unreachable_broker_gets_system_error_at_once(fake_ns: FakeServer) -> None:
     dead = closed_port()
     proxy = start_proxy(fake_ns.addr, connect_timeout_ms=2000, request_timeout_ms=2000)
     try:
@@ -301,8 +200,8 @@ def test_unreachable_broker_gets_system_error_at_once(fake_ns: FakeUpstream) -> 
         proxy.stop(1)
 
 
-def test_late_answer_after_local_timeout_is_dropped(fake_ns: FakeUpstream) -> None:
-    with FakeUpstream(answer_after(1.2)) as broker:
+def test_late_answer_after_local_timeout_is_dropped(fake_ns: FakeServer) -> None:
+    with FakeServer(answer_after(1.2)) as broker:
         proxy = start_proxy(fake_ns.addr, request_timeout_ms=400)
         try:
             with connect(proxy.open_broker(broker.addr)) as s:
@@ -311,7 +210,7 @@ def test_late_answer_after_local_timeout_is_dropped(fake_ns: FakeUpstream) -> No
                 [busy] = read_frames(s, dec, 1, 5)
                 assert (busy.opaque, busy.code) == (op, SYSTEM_BUSY)
                 # The broker's own answer arrives later and is not passed on: one answer each.
-                wait_for(lambda: proxy.stats()["late_response"] == 1, 5, "the late answer")
+                wait_until(lambda: proxy.stats()["late_response"] == 1, 5, "the late answer")
                 op2 = send_frame(s, RequestCode.HEART_BEAT)
                 # The next frame answers op2 (timed out too: 400 ms < 1.2 s), so the late
                 # answer to `op` was not passed on in between.
@@ -321,9 +220,9 @@ def test_late_answer_after_local_timeout_is_dropped(fake_ns: FakeUpstream) -> No
             proxy.stop(1)
 
 
-def test_long_poll_is_not_cut_by_the_request_timeout(fake_ns: FakeUpstream) -> None:
+def test_long_poll_is_not_cut_by_the_request_timeout(fake_ns: FakeServer) -> None:
     # The broker may hold a pull for suspendTimeoutMillis; the proxy's timeout starts after that.
-    with FakeUpstream(answer_after(1.5)) as broker:
+    with FakeServer(answer_after(1.5)) as broker:
         proxy = start_proxy(fake_ns.addr, request_timeout_ms=500)
         try:
             with RemotingClient(proxy.open_broker(broker.addr)) as c:
@@ -360,7 +259,7 @@ def test_name_server_down_route_lookup_gets_error_response() -> None:
         proxy.stop(1)
 
 
-def test_silent_name_server_answered_within_the_request_timeout(fake_ns: FakeUpstream) -> None:
+def test_silent_name_server_answered_within_the_request_timeout(fake_ns: FakeServer) -> None:
     # The name-server face retries a timed-out lookup once, with a fresh full timeout
     # (UpstreamClient::request in rust/src/proxy/upstream.rs), so this answer came after 2x.
     proxy = start_proxy(fake_ns.addr, request_timeout_ms=700)
@@ -377,18 +276,18 @@ def test_silent_name_server_answered_within_the_request_timeout(fake_ns: FakeUps
         proxy.stop(1)
 
 
-def test_broker_closing_with_request_in_flight_closes_the_client(fake_ns: FakeUpstream) -> None:
-    def close_on_request(f: FakeUpstream, conn: socket.socket, _cmd: RemotingCommand) -> None:
-        conn.shutdown(socket.SHUT_RDWR)
+def test_broker_closing_with_request_in_flight_closes_the_client(fake_ns: FakeServer) -> None:
+    def close_on_request(conn: Connection, _cmd: RemotingCommand) -> None:
+        conn.close()
 
-    with FakeUpstream(close_on_request) as broker:
+    with FakeServer(close_on_request) as broker:
         proxy = start_proxy(fake_ns.addr, request_timeout_ms=5000)
         try:
             with connect(proxy.open_broker(broker.addr)) as s:
                 send_frame(s, RequestCode.SEND_MESSAGE_V2)
                 # As a direct connection would: closed at once, not after the 5 s timeout.
                 assert closed_by_peer(s, 2.0)
-            wait_for(lambda: proxy.stats()["connections_active"] == 0, 5, "the relay to end")
+            wait_until(lambda: proxy.stats()["connections_active"] == 0, 5, "the relay to end")
             st = proxy.stats()
             assert st["request_active"] == 0
             assert st["upstream_connections_active"] == 0
@@ -429,7 +328,7 @@ def test_garbage_closes_only_that_connection(
             before = proxy.stats()
             bad.sendall(garbage)
             assert closed_by_peer(bad, 5.0)
-            wait_for(
+            wait_until(
                 lambda: (
                     proxy.stats()["request_decoding_error"] == before["request_decoding_error"] + 1
                 ),
@@ -441,7 +340,7 @@ def test_garbage_closes_only_that_connection(
             assert br.request(RequestCode.GET_BROKER_RUNTIME_INFO).code == 0
             after = proxy.stats()
             assert after["request"] == before["request"] + 2
-            wait_for(
+            wait_until(
                 lambda: proxy.stats()["connections_active"] == before["connections_active"] - 1,
                 5,
                 "the bad connection to be gone",
@@ -455,23 +354,17 @@ def test_garbage_closes_only_that_connection(
 # limits
 
 
-def test_slow_reader_back_pressure_bounds_buffering(fake_ns: FakeUpstream) -> None:
+def test_slow_reader_back_pressure_bounds_buffering(fake_ns: FakeServer) -> None:
     frame_body = b"x" * (64 * 1024)
     frames = 2048  # 128 MiB in all
 
-    def flood(f: FakeUpstream, conn: socket.socket, cmd: RemotingCommand) -> None:
-        f.send(conn, response(cmd))
+    def flood(conn: Connection, cmd: RemotingCommand) -> None:
+        conn.respond(cmd, RemotingCommand(0))
+        for i in range(frames):
+            # Broker-to-client requests (like consumer notices): relayed as they come.
+            conn.send(RemotingCommand(40, {}, body=frame_body, opaque=i + 1).encode("json"))
 
-        def run() -> None:
-            with contextlib.suppress(OSError):
-                for i in range(frames):
-                    # Broker-to-client requests (like consumer notices): relayed as they come.
-                    c = RemotingCommand(40, {}, body=frame_body, opaque=i + 1)
-                    f.send(conn, c.encode("json"))
-
-        threading.Thread(target=run, daemon=True).start()
-
-    with FakeUpstream(flood) as broker:
+    with FakeServer(flood) as broker:
         proxy = start_proxy(fake_ns.addr, max_buffered_frames=16)
         try:
             with connect(proxy.open_broker(broker.addr)) as s:
@@ -486,7 +379,7 @@ def test_slow_reader_back_pressure_bounds_buffering(fake_ns: FakeUpstream) -> No
                     last[0] = w
                     return same
 
-                wait_for(stalled, 30, "the flooding broker to block", interval=0.5)
+                wait_until(stalled, 30, "the flooding broker to block", interval=0.5)
                 held = broker.written
                 assert held < 40 * 1024 * 1024, f"{held} bytes accepted from a broker"
                 # Then reading resumes and every frame arrives, whole and in order.
@@ -500,8 +393,8 @@ def test_slow_reader_back_pressure_bounds_buffering(fake_ns: FakeUpstream) -> No
             proxy.stop(1)
 
 
-def test_idle_timeout_spares_connections_with_requests_in_flight(fake_ns: FakeUpstream) -> None:
-    with FakeUpstream(silent) as broker:
+def test_idle_timeout_spares_connections_with_requests_in_flight(fake_ns: FakeServer) -> None:
+    with FakeServer(silent) as broker:
         proxy = start_proxy(fake_ns.addr, idle_timeout_s=1, request_timeout_ms=2500)
         try:
             with (
@@ -525,11 +418,11 @@ def test_idle_timeout_spares_connections_with_requests_in_flight(fake_ns: FakeUp
             proxy.stop(1)
 
 
-def test_connection_limit(fake_ns: FakeUpstream) -> None:
+def test_connection_limit(fake_ns: FakeServer) -> None:
     proxy = start_proxy(fake_ns.addr, max_connections=2, request_timeout_ms=300)
     a, b = connect(proxy.namesrv_addr), connect(proxy.namesrv_addr)
     try:
-        wait_for(lambda: proxy.stats()["connections_active"] == 2, 5, "two connections")
+        wait_until(lambda: proxy.stats()["connections_active"] == 2, 5, "two connections")
         with connect(proxy.namesrv_addr) as third:
             assert closed_by_peer(third, 5.0)
         assert proxy.stats()["connections_rejected"] == 1
@@ -541,7 +434,7 @@ def test_connection_limit(fake_ns: FakeUpstream) -> None:
             assert (r.opaque, r.code) == (op, SYSTEM_ERROR)
         # Once one closes, a new connection is served.
         a.close()
-        wait_for(lambda: proxy.stats()["connections_active"] == 1, 5, "one connection")
+        wait_until(lambda: proxy.stats()["connections_active"] == 1, 5, "one connection")
         with RemotingClient(proxy.namesrv_addr) as c:
             r = c.request(RequestCode.GET_BROKER_CLUSTER_INFO, timeout=5)
             assert r.code == SYSTEM_ERROR
@@ -573,9 +466,9 @@ class CliProxy:
         )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
-        line = wait_for(lambda: self._line("rmqfast proxy: namesrv "), 30, "the proxy to start")
+        line = wait_until(lambda: self._line("rmqfast proxy: namesrv "), 30, "the proxy to start")
         self.namesrv_addr = line.split()[-1]
-        line = wait_for(lambda: self._line("rmqfast proxy: admin "), 5, "the admin line")
+        line = wait_until(lambda: self._line("rmqfast proxy: admin "), 5, "the admin line")
         self.admin_url = line.split()[-1].rsplit("/", 1)[0]
 
     def _read(self) -> None:
@@ -608,71 +501,71 @@ def refused(addr: str) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_drains_in_flight_requests_then_exits(sig: signal.Signals) -> None:
-    broker = FakeUpstream(answer_after(1.5))
-    ns = FakeUpstream(answer_after(0, route_to=broker.addr))
-    cli = CliProxy("--namesrv", ns.addr, "--admin", "127.0.0.1:0", "--drain-timeout-ms", "8000")
-    try:
-        with RemotingClient(cli.namesrv_addr) as c:
-            r = c.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "T"})
-        assert r.code == 0
-        [[broker_port]] = [
-            list(d["brokerAddrs"].values()) for d in json.loads(r.body)["brokerDatas"]
-        ]
-        with connect(broker_port) as s:
-            dec = FrameDecoder()
-            inflight = send_frame(s, RequestCode.SEND_MESSAGE_V2)
-            wait_for(lambda: cli.stats()["request_active"] == 1, 5, "the request in flight")
-            t0 = time.monotonic()
-            cli.proc.send_signal(sig)
-            # Stops accepting at once ...
-            wait_for(lambda: refused(cli.namesrv_addr) and refused(broker_port), 3, "refusal")
-            # ... answers new requests on open connections with SYSTEM_BUSY ...
-            late = send_frame(s, RequestCode.SEND_MESSAGE_V2)
-            frames = read_frames(s, dec, 2, 10)
-            by_opaque = {f.opaque: f for f in frames}
-            assert by_opaque[late].code == SYSTEM_BUSY
-            assert "shutting down" in (by_opaque[late].remark or "")
-            # ... lets the one in flight finish with the broker's own answer, then closes.
-            assert by_opaque[inflight].code == ResponseCode.SUCCESS
-            assert closed_by_peer(s, 3.0)
-        assert cli.proc.wait(10) == 0
-        assert time.monotonic() - t0 < 8.0
-        assert "rmqfast proxy: stopped" in cli.lines
-    finally:
-        cli.kill()
-        broker.close()
-        ns.close()
+    with (
+        FakeServer(answer_after(1.5)) as broker,
+        FakeServer(name_server({"fake-broker": broker.addr})) as ns,
+    ):
+        cli = CliProxy("--namesrv", ns.addr, "--admin", "127.0.0.1:0", "--drain-timeout-ms", "8000")
+        try:
+            with RemotingClient(cli.namesrv_addr) as c:
+                r = c.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "T"})
+            assert r.code == 0
+            [[broker_port]] = [
+                list(a.values()) for a in TopicRouteData.from_json(r.body).broker_addrs().values()
+            ]
+            with connect(broker_port) as s:
+                dec = FrameDecoder()
+                inflight = send_frame(s, RequestCode.SEND_MESSAGE_V2)
+                wait_until(lambda: cli.stats()["request_active"] == 1, 5, "the request in flight")
+                t0 = time.monotonic()
+                cli.proc.send_signal(sig)
+                # Stops accepting at once ...
+                wait_until(lambda: refused(cli.namesrv_addr) and refused(broker_port), 3, "refusal")
+                # ... answers new requests on open connections with SYSTEM_BUSY ...
+                late = send_frame(s, RequestCode.SEND_MESSAGE_V2)
+                frames = read_frames(s, dec, 2, 10)
+                by_opaque = {f.opaque: f for f in frames}
+                assert by_opaque[late].code == SYSTEM_BUSY
+                assert "shutting down" in (by_opaque[late].remark or "")
+                # ... lets the one in flight finish with the broker's own answer, then closes.
+                assert by_opaque[inflight].code == ResponseCode.SUCCESS
+                assert closed_by_peer(s, 3.0)
+            assert cli.proc.wait(10) == 0
+            assert time.monotonic() - t0 < 8.0
+            assert "rmqfast proxy: stopped" in cli.lines
+        finally:
+            cli.kill()
 
 
 def test_drain_deadline_bounds_shutdown_with_a_request_that_never_ends() -> None:
-    broker = FakeUpstream(silent)
-    ns = FakeUpstream(answer_after(0, route_to=broker.addr))
-    cli = CliProxy(
-        "--namesrv",
-        ns.addr,
-        "--admin",
-        "127.0.0.1:0",
-        "--drain-timeout-ms",
-        "1500",
-        "--request-timeout-ms",
-        "60000",
-    )
-    try:
-        with RemotingClient(cli.namesrv_addr) as c:
-            r = c.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "T"})
-        [[broker_port]] = [
-            list(d["brokerAddrs"].values()) for d in json.loads(r.body)["brokerDatas"]
-        ]
-        with connect(broker_port) as s:
-            send_frame(s, RequestCode.SEND_MESSAGE_V2)
-            wait_for(lambda: cli.stats()["request_active"] == 1, 5, "the request in flight")
-            t0 = time.monotonic()
-            cli.proc.send_signal(signal.SIGTERM)
-            assert cli.proc.wait(15) == 0
-            took = time.monotonic() - t0
-            assert 1.4 <= took < 1.5 + 3.0, took
-            assert closed_by_peer(s, 2.0)
-    finally:
-        cli.kill()
-        broker.close()
-        ns.close()
+    with (
+        FakeServer(silent) as broker,
+        FakeServer(name_server({"fake-broker": broker.addr})) as ns,
+    ):
+        cli = CliProxy(
+            "--namesrv",
+            ns.addr,
+            "--admin",
+            "127.0.0.1:0",
+            "--drain-timeout-ms",
+            "1500",
+            "--request-timeout-ms",
+            "60000",
+        )
+        try:
+            with RemotingClient(cli.namesrv_addr) as c:
+                r = c.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "T"})
+            [[broker_port]] = [
+                list(a.values()) for a in TopicRouteData.from_json(r.body).broker_addrs().values()
+            ]
+            with connect(broker_port) as s:
+                send_frame(s, RequestCode.SEND_MESSAGE_V2)
+                wait_until(lambda: cli.stats()["request_active"] == 1, 5, "the request in flight")
+                t0 = time.monotonic()
+                cli.proc.send_signal(signal.SIGTERM)
+                assert cli.proc.wait(15) == 0
+                took = time.monotonic() - t0
+                assert 1.4 <= took < 1.5 + 3.0, took
+                assert closed_by_peer(s, 2.0)
+        finally:
+            cli.kill()

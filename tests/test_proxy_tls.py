@@ -13,8 +13,9 @@ from rmqfast._core import Producer, ProducerError
 from rmqfast.codec import FrameError
 from rmqfast.proxy import Proxy
 
+from .fakes import wait_until
 from .javatools import JavaTools
-from .remoting import RemotingClient, pull, wait_for
+from .remoting import RemotingClient, pull
 from .secure import ACL_PASSWORD, ACL_USER, SecureCluster, acl_sign
 
 pytestmark = pytest.mark.integration
@@ -93,7 +94,7 @@ def test_proxy_serves_tls_clients(secure: SecureCluster) -> None:
         # A plain client gets a TLS alert (not a frame), then the connection closes.
         with RemotingClient(proxy.namesrv_addr) as c, pytest.raises((OSError, FrameError)):
             c.request(GET_ROUTEINFO_BY_TOPIC, {"topic": secure.topic}, timeout=5)
-        wait_for(
+        wait_until(
             lambda: proxy.stats()["tls_handshake_failure"] >= 1, 10, "the refused plain client"
         )
     addr = secure.cluster.brokers[r.broker_name]

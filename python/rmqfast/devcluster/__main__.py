@@ -13,14 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rmqfast.devcluster import (
-    DevCluster,
-    DevClusterError,
-    _set_current_dir,
-    current_dir,
-    ensure_jars,
-    run_mqadmin,
-)
+from rmqfast.devcluster.cluster import DevCluster
+from rmqfast.devcluster.errors import DevClusterError
+from rmqfast.devcluster.jars import ensure_jars, run_mqadmin
 from rmqfast.devcluster.messages import (
     DEFAULT_GROUP,
     Received,
@@ -31,6 +26,7 @@ from rmqfast.devcluster.messages import (
     resolve_namesrv,
     running_proxy,
 )
+from rmqfast.devcluster.processes import _set_current_dir, current_dir
 from rmqfast.devcluster.run import FIRST_TOPIC, run, stop_run_proxy
 
 

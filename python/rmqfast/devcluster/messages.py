@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import socket
-import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,15 +32,10 @@ from rmqfast.codec import (
     TopicRouteData,
     decode_messages,
 )
-from rmqfast.devcluster import (
-    STATE_FILE,
-    DevClusterError,
-    _pid_running,
-    _remoting_call,
-    _split_addr,
-    _write_atomic,
-    current_dir,
-)
+from rmqfast.devcluster.cluster import STATE_FILE
+from rmqfast.devcluster.errors import DevClusterError
+from rmqfast.devcluster.processes import _pid_running, _write_atomic, current_dir
+from rmqfast.devcluster.remoting import call, split_addr
 from rmqfast.producer import Producer, ProducerError
 
 __all__ = [
@@ -149,7 +143,7 @@ def read_proxy_record(dir: Path) -> ProxyRecord | None:
 
 def _addr_accepting(addr: str, timeout: float = 1.0) -> bool:
     try:
-        with socket.create_connection(_split_addr(addr), timeout=timeout):
+        with socket.create_connection(split_addr(addr), timeout=timeout):
             return True
     except (OSError, ValueError):
         return False
@@ -234,11 +228,10 @@ def _call(
     """One request; (response code, extFields, remark, body). Errors name the request."""
     name = RequestCode(code).name
     try:
-        header, body = _remoting_call(addr, code, fields, timeout=timeout)
-    except (OSError, struct.error, ValueError) as e:
+        r = call(addr, code, fields, timeout=timeout)
+    except (OSError, ValueError) as e:
         raise DevClusterError(f"{name} to {addr}: {e}") from None
-    ext = {str(k): str(v) for k, v in (header.get("extFields") or {}).items()}
-    return int(header.get("code", -1)), ext, str(header.get("remark") or ""), body
+    return r.code, r.ext_fields, r.remark or "", r.body
 
 
 def _code_name(code: int) -> str:

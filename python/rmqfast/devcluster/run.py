@@ -25,14 +25,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from rmqfast.devcluster import (
-    LOOPBACK,
-    STATE_FILE,
-    DevCluster,
-    DevClusterError,
-    _pick_port,
-    _set_current_dir,
-)
+from rmqfast.devcluster.cluster import STATE_FILE, DevCluster
+from rmqfast.devcluster.errors import DevClusterError
 from rmqfast.devcluster.messages import (
     produce,
     read_message,
@@ -40,6 +34,8 @@ from rmqfast.devcluster.messages import (
     running_proxy,
     write_proxy_record,
 )
+from rmqfast.devcluster.processes import _pick_port, _set_current_dir
+from rmqfast.devcluster.remoting import LOOPBACK
 from rmqfast.proxy import Cluster, Proxy, ProxyConfig
 
 __all__ = [

@@ -145,7 +145,7 @@ def test_producer_kwargs() -> None:
         "timeout": 2.0,
         "use_tls": True,
         "tls_ca_file": None,
-        "tls_insecure_skip_verify": True,
+        "tls_verify": False,
         "tls_server_name": "rmq",
         "access_key": "ak",
         "secret_key": "sk",

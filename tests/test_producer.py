@@ -262,13 +262,13 @@ def test_invalid_arguments() -> None:
         ({"max_message_size": 64 << 20}, ValueError, "max_message_size"),
         ({"producer_group": "bad group"}, ValueError, "producer_group"),
         ({"tls_ca_file": "/x.pem"}, ValueError, "tls_ca_file: only applies with use_tls=True"),
-        ({"tls_insecure_skip_verify": True}, ValueError, "tls_insecure_skip_verify"),
+        ({"tls_verify": False}, ValueError, "tls_verify: only applies with use_tls=True"),
         ({"tls_server_name": "x"}, ValueError, "tls_server_name"),
         ({"use_tls": True, "tls_ca_file": "/nonexistent.pem"}, ValueError, "tls_ca_file"),
         (
-            {"use_tls": True, "tls_ca_file": "/x.pem", "tls_insecure_skip_verify": True},
+            {"use_tls": True, "tls_ca_file": "/x.pem", "tls_verify": False},
             ValueError,
-            "tls_insecure_skip_verify",
+            "tls_verify: False cannot be combined with tls_ca_file",
         ),
         ({"use_tls": True, "tls_server_name": "bad name!"}, ValueError, "tls_server_name"),
         ({"access_key": "ak"}, ValueError, "secret_key"),
@@ -481,7 +481,7 @@ def test_tls_verification_needs_the_ca(secure: SecureCluster) -> None:
     p = Producer(
         [secure.namesrv],
         use_tls=True,
-        tls_insecure_skip_verify=True,
+        tls_verify=False,
         access_key=ACL_USER,
         secret_key=ACL_PASSWORD,
     )
@@ -514,3 +514,14 @@ def test_repr_of_a_batch_result_with_non_ascii_ids(topic: str, producer: Produce
     assert r.msg_id == ",".join(ids)
     text = repr(r)
     assert text.startswith("SendResult(") and f'msg_id="{r.msg_id[:32]}...(4 ids)")' in text
+
+
+def test_tls_insecure_skip_verify_is_a_deprecated_alias_of_tls_verify() -> None:
+    only_with_tls = "tls_verify: only applies with use_tls=True"
+    with (
+        pytest.warns(DeprecationWarning, match="use tls_verify=False"),
+        pytest.raises(ValueError, match=only_with_tls),
+    ):
+        Producer(["127.0.0.1:9876"], tls_insecure_skip_verify=True)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="contradicts"):
+        Producer(["127.0.0.1:9876"], tls_verify=False, tls_insecure_skip_verify=False)

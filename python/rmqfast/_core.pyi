@@ -34,6 +34,7 @@ __all__ = [
     "proxy_stat_names",
     "request_codes",
     "response_codes",
+    "split_host_port",
     "view",
 ]
 
@@ -104,6 +105,7 @@ def decode(frame: bytes) -> RemotingCommand: ...
 def view(
     frame: bytes,
 ) -> tuple[int, int, int, str, tuple[int, int], tuple[int, int]]: ...
+def split_host_port(addr: str) -> tuple[str, int]: ...
 
 # --- rust/src/py/json.rs ---
 
@@ -285,13 +287,14 @@ class Producer:
         timeout: float = 3.0,
         use_tls: bool = False,
         tls_ca_file: str | None = None,
-        tls_insecure_skip_verify: bool = False,
+        tls_verify: bool = True,
         tls_server_name: str | None = None,
         access_key: str | None = None,
         secret_key: str | None = None,
         retry_times: int = 2,
         route_refresh_interval: float = 30.0,
         max_message_size: int = 4194304,
+        tls_insecure_skip_verify: bool | None = None,
     ) -> Producer: ...
     def send(
         self,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from rmqfast._core import split_host_port
 from rmqfast.codec import ClusterInfo, FrameDecoder, RemotingCommand, RequestCode, ResponseCode
 
 from .errors import DevClusterError
@@ -39,9 +40,10 @@ _opaques = itertools.count(1)
 
 
 def split_addr(addr: str) -> tuple[str, int]:
-    """(host, port) of `host:port`; a bare `:port` means 127.0.0.1."""
-    host, _, port = addr.strip().rpartition(":")
-    return host or LOOPBACK, int(port)
+    """(host, port) of `host:port` (`_core.split_host_port`, the one parser); a bare `:port`
+    means 127.0.0.1."""
+    addr = addr.strip()
+    return split_host_port(LOOPBACK + addr if addr.startswith(":") else addr)
 
 
 class RemotingClient:

@@ -161,7 +161,7 @@ class LoggerConfig:
             "timeout": float(self.timeout),
             "use_tls": self.use_tls,
             "tls_ca_file": self.tls_ca_file,
-            "tls_insecure_skip_verify": not self.tls_verify,
+            "tls_verify": self.tls_verify,
             "tls_server_name": self.tls_server_name,
             "access_key": self.access_key or None,
             "secret_key": self.secret_key or None,

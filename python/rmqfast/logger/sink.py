@@ -18,6 +18,7 @@ PRODUCER_OPTIONS = frozenset(
         "timeout",
         "use_tls",
         "tls_ca_file",
+        "tls_verify",
         "tls_insecure_skip_verify",
         "tls_server_name",
         "access_key",

@@ -7,6 +7,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
+from rmqfast import _core
+
 if TYPE_CHECKING:
     from rmqfast.proxy import Proxy
 
@@ -15,7 +17,7 @@ class AdminServer:
     """A small HTTP server on its own thread; read-only, so every route is GET."""
 
     def __init__(self, addr: str, proxy: Proxy) -> None:
-        host, _, port = addr.rpartition(":")
+        host, port = _core.split_host_port(addr)
         proxy_ref = proxy
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,7 +52,7 @@ class AdminServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # scrapes every few seconds would drown the proxy's own log
 
-        self._httpd = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
+        self._httpd = ThreadingHTTPServer((host, port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="rmqfast-admin", daemon=True

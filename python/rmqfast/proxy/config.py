@@ -214,12 +214,13 @@ def _check_addr(name: str, value: object, ip_only: bool = True) -> None:
     expected = "HOST:PORT" if not ip_only else "IP:PORT (e.g. 127.0.0.1:19876)"
     if not isinstance(value, str):
         raise ConfigError(f"{name}: expected {expected}, got {value!r}")
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{name}: expected {expected}, got {value!r}")
+    try:
+        host, _ = _core.split_host_port(value)
+    except ValueError as e:
+        raise ConfigError(f"{name}: {e}") from None
     if ip_only:
         try:
-            ipaddress.ip_address(host.strip("[]"))
+            ipaddress.ip_address(host)
         except ValueError as e:
             raise ConfigError(f"{name}: expected {expected}, got {value!r}") from e
 

@@ -183,16 +183,7 @@ impl Tls {
     }
 }
 
-/// The host part of "host:port" or "[v6]:port".
-pub fn host_of(addr: &str) -> &str {
-    let host = match addr.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => addr,
-    };
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-}
+pub use super::addr::host_of;
 
 /// Whether an I/O error from a handshake is the peer's certificate being refused (a
 /// configuration problem that retrying will not fix).

@@ -181,11 +181,10 @@ impl ProducerConfig {
             return Err("nameservers: expected at least one HOST:PORT".into());
         }
         for (i, ns) in self.nameservers.iter().enumerate() {
-            let ok = ns.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-            if !ok {
-                return Err(format!("nameservers[{i}]: expected HOST:PORT, got {ns:?}"));
+            match crate::net::addr::split_host_port(ns) {
+                Ok((_, 0)) => return Err(format!("nameservers[{i}]: port 0 in {ns:?}")),
+                Ok(_) => {}
+                Err(e) => return Err(format!("nameservers[{i}]: {e}")),
             }
         }
         validate_group(&self.producer_group)?;
@@ -212,7 +211,7 @@ impl ProducerConfig {
         if let Some(t) = &self.tls {
             if t.insecure_skip_verify && t.ca_file.is_some() {
                 return Err(
-                    "tls_insecure_skip_verify: cannot be combined with tls_ca_file (nothing would be verified against it)"
+                    "tls_verify: False cannot be combined with tls_ca_file (nothing would be verified against it)"
                         .into(),
                 );
             }

@@ -30,10 +30,8 @@ macro_rules! producer_stats {
                     $((stringify!($name).to_owned(), self.$name.load(Relaxed) as i64),)*
                     ("connections".to_owned(), self.connections.load(Relaxed)),
                 ];
-                if let Ok(codes) = self.errors_by_code.lock() {
-                    for (code, n) in codes.iter() {
-                        out.push((format!("errors_code_{code}"), *n as i64));
-                    }
+                for (code, n) in crate::sync::lock(&self.errors_by_code).iter() {
+                    out.push((format!("errors_code_{code}"), *n as i64));
                 }
                 out
             }
@@ -76,9 +74,9 @@ impl ProducerStats {
 
     /// Counts one non-success response code.
     pub fn error_code(&self, code: i32) {
-        if let Ok(mut m) = self.errors_by_code.lock() {
-            *m.entry(code).or_default() += 1;
-        }
+        *crate::sync::lock(&self.errors_by_code)
+            .entry(code)
+            .or_default() += 1;
     }
 }
 

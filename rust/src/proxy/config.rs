@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use regex::Regex;
+
+use crate::net::addr::split_host_port;
 use serde::Deserialize;
 
 /// One upstream RocketMQ cluster: its name servers.
@@ -245,14 +247,7 @@ impl ProxyConfig {
                 ));
             }
             for a in &c.namesrv {
-                if a.rsplit_once(':')
-                    .and_then(|(_, p)| p.parse::<u16>().ok())
-                    .is_none()
-                {
-                    return Err(format!(
-                        "clusters[{i}].namesrv: expected HOST:PORT, got {a:?}"
-                    ));
-                }
+                split_host_port(a).map_err(|e| format!("clusters[{i}].namesrv: {e}"))?;
             }
         }
         let known = |n: &str| self.clusters.iter().any(|c| c.name == n);
@@ -309,9 +304,9 @@ impl ProxyConfig {
             Some(h) => h.clone(),
             None => self
                 .listen
-                .rsplit_once(':')
-                .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']').to_string())
-                .unwrap_or_else(|| "127.0.0.1".into()),
+                .parse::<SocketAddr>()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_else(|_| "127.0.0.1".into()),
         }
     }
 
@@ -321,9 +316,9 @@ impl ProxyConfig {
             Some(h) => h.clone(),
             None => self
                 .listen
-                .rsplit_once(':')
-                .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']').to_string())
-                .unwrap_or_else(|| "127.0.0.1".into()),
+                .parse::<SocketAddr>()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_else(|_| "127.0.0.1".into()),
         }
     }
 }

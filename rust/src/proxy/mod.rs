@@ -5,7 +5,7 @@ pub mod config;
 mod namesrv;
 mod relay;
 pub mod stats;
-pub mod upstream;
+mod upstream;
 
 use crate::sync::lock;
 use std::collections::HashMap;
@@ -17,10 +17,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::net::client::FailoverClient;
 use crate::net::io;
 pub use config::{ProxyConfig, TopicRouter};
 use stats::ProxyStats;
-use upstream::UpstreamClient;
 
 /// State shared by every listener and connection of one proxy.
 pub(crate) struct Shared {
@@ -29,7 +29,7 @@ pub(crate) struct Shared {
     pub shutdown: watch::Receiver<bool>,
     pub router: TopicRouter,
     /// One failover client per configured cluster, in config order.
-    pub namesrvs: Vec<UpstreamClient>,
+    pub namesrvs: Vec<FailoverClient>,
     pub route_cache: Mutex<HashMap<String, namesrv::CachedAnswer>>,
     /// Real broker address → the proxy address clients are given for it.
     brokers: tokio::sync::Mutex<HashMap<String, String>>,
@@ -44,6 +44,48 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Everything the listeners share, from a validated config; `shutdown` turns true when
+    /// the proxy starts draining.
+    pub fn new(
+        config: ProxyConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Shared>, String> {
+        let router = TopicRouter::new(&config)?;
+        let upstream_tls = config.upstream_tls()?;
+        let client_tls = config.client_tls()?;
+        let stats = Arc::new(ProxyStats::default());
+        let namesrvs = config
+            .clusters
+            .iter()
+            .map(|c| {
+                upstream::namesrv_client(
+                    c.namesrv.clone(),
+                    config.connect_timeout(),
+                    upstream_tls.clone(),
+                    config.max_frame_size,
+                    stats.clone(),
+                )
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            conns: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            stats,
+            shutdown,
+            router,
+            namesrvs,
+            route_cache: Mutex::new(HashMap::new()),
+            brokers: tokio::sync::Mutex::new(HashMap::new()),
+            broker_list: Mutex::new(Vec::new()),
+            next_port: AtomicU32::new(0),
+            self_ref: Mutex::new(std::sync::Weak::new()),
+            upstream_tls,
+            client_tls,
+        });
+        *lock(&shared.self_ref) = Arc::downgrade(&shared);
+        Ok(shared)
+    }
+
     pub fn cluster_name(&self, idx: usize) -> &str {
         self.config
             .clusters
@@ -79,18 +121,12 @@ impl Shared {
             bracket(&self.config.advertise_host()),
             local.port()
         );
-        let me = self
-            .self_ref
-            .lock()
-            .unwrap()
+        let me = lock(&self.self_ref)
             .upgrade()
             .ok_or_else(|| "the proxy is stopping".to_string())?;
         tokio::spawn(accept_loop_boxed(me, listener, Some(Arc::from(real))));
         map.insert(real.to_owned(), advertised.clone());
-        self.broker_list
-            .lock()
-            .unwrap()
-            .push((real.to_owned(), advertised.clone()));
+        lock(&self.broker_list).push((real.to_owned(), advertised.clone()));
         ProxyStats::add(&self.stats.c.broker_listener_added, 1);
         ProxyStats::gauge(&self.stats.c.broker_listeners, 1);
         Ok(advertised)
@@ -113,6 +149,29 @@ fn accept_loop_boxed(
     broker: Option<Arc<str>>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     Box::pin(accept_loop(shared, listener, broker))
+}
+
+/// What a connection on the listener for `broker` needs to relay it.
+fn relay_env(shared: &Arc<Shared>, broker: Arc<str>) -> relay::RelayEnv {
+    let s = shared.clone();
+    let b = broker.clone();
+    let connect: relay::Connector = Arc::new(move || {
+        let s = s.clone();
+        let b = b.clone();
+        Box::pin(async move {
+            let tls = s.upstream_tls.as_deref();
+            io::connect_split(&b, s.config.connect_timeout(), tls).await
+        })
+    });
+    relay::RelayEnv {
+        broker,
+        connect,
+        stats: shared.stats.clone(),
+        limits: relay::limits(&shared.config),
+        max_frame_size: shared.config.max_frame_size,
+        max_buffered_frames: shared.config.max_buffered_frames,
+        shutdown: shared.shutdown.clone(),
+    }
 }
 
 /// Accepts client connections; `broker` is None for the name-server listener.
@@ -151,7 +210,10 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, broker: Option<
                 }
             };
             match broker {
-                Some(b) => relay::serve(s, halves, b, permit).await,
+                Some(b) => {
+                    relay::serve(relay_env(&s, b), halves).await;
+                    drop(permit);
+                }
                 None => namesrv::serve(s, halves, permit).await,
             }
         });
@@ -173,47 +235,15 @@ impl ProxyServer {
     /// Builds the runtime and opens the name-server listener; errors if the port cannot be bound.
     pub fn start(config: ProxyConfig) -> Result<ProxyServer, String> {
         config.validate()?;
-        let router = TopicRouter::new(&config)?;
-        let upstream_tls = config.upstream_tls()?;
-        let client_tls = config.client_tls()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads)
             .thread_name("rmqfast-proxy")
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the proxy runtime: {e}"))?;
-        let stats = Arc::new(ProxyStats::default());
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let namesrvs = config
-            .clusters
-            .iter()
-            .map(|c| {
-                UpstreamClient::new(
-                    c.namesrv.clone(),
-                    config.connect_timeout(),
-                    upstream_tls.clone(),
-                    config.max_frame_size,
-                    stats.clone(),
-                )
-            })
-            .collect();
         let listen = config.listen.clone();
-        let shared = Arc::new(Shared {
-            conns: Arc::new(Semaphore::new(config.max_connections)),
-            config,
-            stats,
-            shutdown: shutdown_rx,
-            router,
-            namesrvs,
-            route_cache: Mutex::new(HashMap::new()),
-            brokers: tokio::sync::Mutex::new(HashMap::new()),
-            broker_list: Mutex::new(Vec::new()),
-            next_port: AtomicU32::new(0),
-            self_ref: Mutex::new(std::sync::Weak::new()),
-            upstream_tls,
-            client_tls,
-        });
-        *lock(&shared.self_ref) = Arc::downgrade(&shared);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Shared::new(config, shutdown_rx)?;
         let listener = runtime
             .block_on(TcpListener::bind(&listen))
             .map_err(|e| format!("listen: cannot bind {listen}: {e}"))?;

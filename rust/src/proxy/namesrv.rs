@@ -11,18 +11,18 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::stats::ProxyStats;
 use crate::codec::codes::{request as rc, response as resp};
-use crate::codec::frame::split;
 use crate::codec::route::{BrokerAddrs, ClusterInfo, TopicRouteData};
 use crate::codec::{RemotingCommand, SerializeType};
 
-use super::relay::{count_local, local_reply, write_frames, LocalReason};
+use super::relay::{count_local, local_reply, write_counted, LocalReason};
 use super::Shared;
+use crate::net::frames::FrameReader;
 use crate::net::io::{BoxRead, BoxWrite};
 
 /// A route answer as the proxy last gave it (addresses already rewritten).
@@ -41,7 +41,7 @@ pub(crate) async fn serve(
     let stats = shared.stats.clone();
     ProxyStats::gauge(&stats.c.connections_active, 1);
     ProxyStats::gauge(&stats.c.connections_namesrv_active, 1);
-    let (mut rd, mut wr) = client;
+    let (rd, mut wr) = client;
     let (tx, mut rx) = mpsc::channel::<Bytes>(shared.config.max_buffered_frames.max(1));
 
     let wstats = stats.clone();
@@ -52,7 +52,7 @@ pub(crate) async fn serve(
             while let Ok(f) = rx.try_recv() {
                 out.push_back(f);
             }
-            if !write_frames(&mut wr, &mut out, &wstats.c.bytes_proxy_to_client).await {
+            if !write_counted(&mut wr, &mut out, &wstats.c.bytes_proxy_to_client).await {
                 break;
             }
         }
@@ -63,11 +63,11 @@ pub(crate) async fn serve(
     // waits for a permit, and the connection is not read meanwhile (back-pressure, as on the
     // broker ports: a client that pipelines lookups without reading answers stalls itself).
     let in_flight = Arc::new(Semaphore::new(shared.config.max_buffered_frames.max(1)));
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut rd = FrameReader::new(rd, shared.config.max_frame_size);
     let mut shutdown = shared.shutdown.clone();
     let idle = shared.config.idle_timeout();
     'read: loop {
-        let read = rd.read_buf(&mut buf);
+        let read = rd.read();
         let n = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
@@ -87,15 +87,14 @@ pub(crate) async fn serve(
         };
         ProxyStats::add(&stats.c.bytes_client_to_proxy, n as u64);
         loop {
-            let len = match split(&buf, shared.config.max_frame_size) {
-                Ok(Some(len)) => len,
+            let frame = match rd.next_frame() {
+                Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(_) => {
                     ProxyStats::add(&stats.c.request_decoding_error, 1);
                     break 'read;
                 }
             };
-            let frame = buf.split_to(len);
             let cmd = match RemotingCommand::decode(&frame) {
                 Ok(c) => c,
                 Err(_) => {
@@ -184,7 +183,7 @@ async fn relay(
     };
     let client = &shared.namesrvs[cluster];
     if cmd.is_oneway() {
-        client.oneway(cmd).await?;
+        client.oneway(cmd).await.map_err(|e| e.to_string())?;
         return Ok(None);
     }
     let resp = client
@@ -366,3 +365,7 @@ where
     out.extend(results.into_iter().flatten());
     out
 }
+
+#[cfg(test)]
+#[path = "namesrv_tests.rs"]
+mod tests;

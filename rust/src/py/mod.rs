@@ -426,6 +426,15 @@ impl PyFrameDecoder {
     }
 }
 
+/// (host, port) of "host:port" or "[v6]:port": the project's one address parser. ValueError
+/// says what was expected; callers add the field name.
+#[pyfunction]
+fn split_host_port(addr: &str) -> PyResult<(String, u16)> {
+    crate::net::addr::split_host_port(addr)
+        .map(|(h, p)| (h.to_owned(), p))
+        .map_err(pyo3::exceptions::PyValueError::new_err)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -437,6 +446,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add_function(wrap_pyfunction!(view, m)?)?;
     m.add_function(wrap_pyfunction!(json::json_dumps, m)?)?;
+    m.add_function(wrap_pyfunction!(split_host_port, m)?)?;
     message::register(m)?;
     producer::register(m)?;
     m.add_class::<proxy::PyProxyServer>()?;

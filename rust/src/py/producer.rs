@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyDeprecationWarning, PyException, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
 use tokio::runtime::{Handle, Runtime};
@@ -361,29 +361,51 @@ impl PyProducer {
         timeout=3.0,
         use_tls=false,
         tls_ca_file=None,
-        tls_insecure_skip_verify=false,
+        tls_verify=true,
         tls_server_name=None,
         access_key=None,
         secret_key=None,
         retry_times=2,
         route_refresh_interval=30.0,
         max_message_size=4194304,
+        tls_insecure_skip_verify=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         nameservers: &Bound<'_, PyAny>,
         producer_group: &str,
         timeout: f64,
         use_tls: bool,
         tls_ca_file: Option<String>,
-        tls_insecure_skip_verify: bool,
+        tls_verify: bool,
         tls_server_name: Option<String>,
         access_key: Option<String>,
         secret_key: Option<String>,
         retry_times: i64,
         route_refresh_interval: f64,
         max_message_size: i64,
+        tls_insecure_skip_verify: Option<bool>,
     ) -> PyResult<Self> {
+        // The old spelling of `tls_verify=False`, kept for a while.
+        let skip_verify = match tls_insecure_skip_verify {
+            None => !tls_verify,
+            Some(skip) => {
+                PyErr::warn(
+                    py,
+                    &py.get_type::<PyDeprecationWarning>(),
+                    c"tls_insecure_skip_verify is deprecated: use tls_verify=False",
+                    1,
+                )?;
+                if !tls_verify && !skip {
+                    return Err(PyValueError::new_err(
+                        "tls_verify: False contradicts tls_insecure_skip_verify=False; \
+                         give tls_verify only",
+                    ));
+                }
+                skip || !tls_verify
+            }
+        };
         let nameservers: Vec<String> = if nameservers.is_instance_of::<PyString>() {
             return Err(PyTypeError::new_err(
                 "nameservers: expected a list of HOST:PORT strings, got a str",
@@ -399,7 +421,7 @@ impl PyProducer {
         if !use_tls {
             for (set, name) in [
                 (tls_ca_file.is_some(), "tls_ca_file"),
-                (tls_insecure_skip_verify, "tls_insecure_skip_verify"),
+                (skip_verify, "tls_verify"),
                 (tls_server_name.is_some(), "tls_server_name"),
             ] {
                 if set {
@@ -440,7 +462,7 @@ impl PyProducer {
             timeout: seconds("timeout", timeout)?,
             tls: use_tls.then_some(TlsOptions {
                 ca_file: tls_ca_file,
-                insecure_skip_verify: tls_insecure_skip_verify,
+                insecure_skip_verify: skip_verify,
                 server_name: tls_server_name,
             }),
             credentials,

@@ -107,9 +107,7 @@ impl PyProxyServer {
     /// Whether the proxy is running.
     #[getter]
     fn running(&self) -> bool {
-        self.inner
-            .lock()
-            .unwrap()
+        lock(&self.inner)
             .as_ref()
             .is_some_and(ProxyServer::is_running)
     }
@@ -126,9 +124,7 @@ impl PyProxyServer {
 
     /// Real broker address → the proxy address clients are given for it.
     fn broker_listeners(&self) -> Vec<(String, String)> {
-        self.inner
-            .lock()
-            .unwrap()
+        lock(&self.inner)
             .as_ref()
             .map(ProxyServer::broker_listeners)
             .unwrap_or_default()

@@ -1,0 +1,599 @@
+//! The relay's decisions, without I/O: what to do with each client frame, each broker frame
+//! and each tick of the clock, for one relayed connection.
+//!
+//! `Relay` holds the requests in flight (with their deadlines), the connection's last
+//! activity and its draining state, and counts what it decides in the proxy's stats. The two
+//! I/O tasks of a connection (`super::serve`) ask it and carry out the answer: forward the
+//! frame, write a local reply, or close. Every method takes `now`, so the tests drive time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::super::stats::ProxyStats;
+use crate::codec::codes::{request as rc, response as resp};
+use crate::codec::frame::FrameView;
+use crate::codec::{HeaderRef, RemotingCommand, SerializeType};
+
+/// How long a broker connection that failed is left alone before the next request retries it.
+pub(crate) const RECONNECT_AFTER: Duration = Duration::from_millis(500);
+
+/// The time limits of one relayed connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// A request's answer is due this long after it was forwarded (plus a long poll's hold).
+    pub request_timeout: Duration,
+    /// After shutdown begins, requests in flight get this long to finish.
+    pub drain_timeout: Duration,
+    /// A connection with nothing in flight and no traffic this long is closed.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Why the proxy answers a request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LocalReason {
+    Timeout,
+    Unavailable,
+    Shutdown,
+}
+
+/// A local reply: a RocketMQ response with the request's opaque and a remark saying why.
+pub(crate) fn local_reply(opaque: i32, code: i32, remark: String) -> Bytes {
+    let cmd = RemotingCommand::response_to(opaque, code, Some(remark));
+    // A JSON header with a short remark always encodes.
+    Bytes::from(cmd.encode(SerializeType::Json).unwrap_or_default())
+}
+
+/// Counts a local reply by its reason and its response code.
+pub(crate) fn count_local(stats: &ProxyStats, reason: LocalReason, response_code: i32) {
+    let c = &stats.c;
+    let counter = match reason {
+        LocalReason::Timeout => &c.local_reply_timeout,
+        LocalReason::Unavailable => &c.local_reply_upstream_unavailable,
+        LocalReason::Shutdown => &c.local_reply_shutdown,
+    };
+    ProxyStats::add(counter, 1);
+    stats.on_response(response_code);
+}
+
+fn code_name(code: i32) -> String {
+    crate::codec::codes::request_name(code)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("request code {code}"))
+}
+
+/// How long the broker may legitimately hold a long-poll request before answering.
+pub(crate) fn long_poll_hold(frame: &[u8], view: &FrameView) -> Duration {
+    let key = match view.code {
+        rc::PULL_MESSAGE | rc::LITE_PULL_MESSAGE => "suspendTimeoutMillis",
+        rc::POP_MESSAGE | rc::NOTIFICATION | rc::PEEK_MESSAGE => "pollTime",
+        _ => return Duration::ZERO,
+    };
+    // Borrowed decode: one field is needed, so nothing is copied (the body included).
+    HeaderRef::decode(frame, view)
+        .ok()
+        .and_then(|c| c.ext(key).and_then(|v| v.parse::<u64>().ok()))
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::ZERO)
+}
+
+/// A request waiting for its response.
+#[derive(Debug, Clone, Copy)]
+struct Inflight {
+    code: i32,
+    start: Instant,
+    deadline: Instant,
+}
+
+/// What to do with a frame from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ClientStep {
+    /// Forward it to the broker (over the connection there is).
+    Forward,
+    /// Forward it, but there is no broker connection: connect first, then call `connected`
+    /// or `unreachable`.
+    Connect,
+    /// Write this local reply to the client instead.
+    Reply(Bytes),
+    /// Nothing: a oneway request that cannot go, or a client response with no broker to
+    /// take it.
+    Drop,
+}
+
+/// What to do with a frame from the broker.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum BrokerStep {
+    /// Forward it to the client.
+    Forward,
+    /// Drop it: a response nobody waits for any more (answered locally after its deadline).
+    Late,
+}
+
+/// What a tick of the clock decided.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tick {
+    /// Local replies for requests past their deadline.
+    pub replies: Vec<Bytes>,
+    /// Close the connection (after writing the replies).
+    pub close: bool,
+}
+
+/// The decision state of one relayed connection.
+pub(crate) struct Relay {
+    broker: Arc<str>,
+    limits: Limits,
+    stats: Arc<ProxyStats>,
+    inflight: HashMap<i32, Inflight>,
+    last_activity: Instant,
+    upstream: bool,
+    last_failure: Option<(Instant, String)>,
+    drain_deadline: Option<Instant>,
+}
+
+impl Relay {
+    pub fn new(broker: Arc<str>, limits: Limits, stats: Arc<ProxyStats>, now: Instant) -> Self {
+        Relay {
+            broker,
+            limits,
+            stats,
+            inflight: HashMap::new(),
+            last_activity: now,
+            upstream: false,
+            last_failure: None,
+            drain_deadline: None,
+        }
+    }
+
+    /// Bytes arrived from either side.
+    #[inline]
+    pub fn touch(&mut self, now: Instant) {
+        self.last_activity = now;
+    }
+
+    /// Requests waiting for their response.
+    #[cfg(test)]
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// A frame from the client. `hold` is the long-poll time the broker may take on top of
+    /// `request_timeout` (see `long_poll_hold`); `shutting_down`, whether the proxy is
+    /// draining.
+    pub fn on_client_frame(
+        &mut self,
+        view: &FrameView,
+        hold: Duration,
+        now: Instant,
+        shutting_down: bool,
+    ) -> ClientStep {
+        let stats = &self.stats;
+        if view.is_response() {
+            // The client answering a broker's request (transaction check, running info).
+            ProxyStats::add(&stats.c.request_decoding_success, 1);
+            return if self.upstream {
+                ClientStep::Forward
+            } else {
+                ClientStep::Drop
+            };
+        }
+        let oneway = view.is_oneway();
+        stats.on_request(view.code, oneway);
+        if shutting_down {
+            if oneway {
+                return ClientStep::Drop;
+            }
+            count_local(stats, LocalReason::Shutdown, resp::SYSTEM_BUSY);
+            let remark = "rmqfast: the proxy is shutting down; retry on another broker";
+            return ClientStep::Reply(local_reply(view.opaque, resp::SYSTEM_BUSY, remark.into()));
+        }
+        if !self.upstream {
+            let may_try = match &self.last_failure {
+                Some((at, _)) => now.saturating_duration_since(*at) >= RECONNECT_AFTER,
+                None => true,
+            };
+            if !may_try {
+                return self.unreachable_reply(view);
+            }
+            return ClientStep::Connect;
+        }
+        self.track(view, hold, now);
+        ClientStep::Forward
+    }
+
+    /// The connection `Connect` asked for is up: the frame goes out (`Forward`).
+    pub fn connected(&mut self, view: &FrameView, hold: Duration, now: Instant) -> ClientStep {
+        self.upstream = true;
+        self.last_failure = None;
+        ProxyStats::gauge(&self.stats.c.upstream_connections_active, 1);
+        if !view.is_response() {
+            self.track(view, hold, now);
+        }
+        ClientStep::Forward
+    }
+
+    /// The connection `Connect` asked for failed with `why`: a local reply, or nothing for a
+    /// oneway request. Requests in the next `RECONNECT_AFTER` get the same answer without a try.
+    pub fn unreachable(&mut self, view: &FrameView, why: String, now: Instant) -> ClientStep {
+        ProxyStats::add(&self.stats.c.upstream_connect_failure, 1);
+        self.last_failure = Some((now, why));
+        self.unreachable_reply(view)
+    }
+
+    fn unreachable_reply(&self, view: &FrameView) -> ClientStep {
+        if view.is_oneway() {
+            return ClientStep::Drop;
+        }
+        count_local(&self.stats, LocalReason::Unavailable, resp::SYSTEM_ERROR);
+        let why = self
+            .last_failure
+            .as_ref()
+            .map(|f| f.1.as_str())
+            .unwrap_or("");
+        let remark = format!(
+            "rmqfast: {} not sent: broker {} is unreachable ({why})",
+            code_name(view.code),
+            self.broker
+        );
+        ClientStep::Reply(local_reply(view.opaque, resp::SYSTEM_ERROR, remark))
+    }
+
+    /// The broker connection is gone (a write failed or it closed).
+    pub fn upstream_lost(&mut self) {
+        if std::mem::take(&mut self.upstream) {
+            ProxyStats::gauge(&self.stats.c.upstream_connections_active, -1);
+        }
+    }
+
+    fn track(&mut self, view: &FrameView, hold: Duration, now: Instant) {
+        if view.is_oneway() {
+            return;
+        }
+        let deadline = now + hold + self.limits.request_timeout;
+        self.stats.begin(view.code);
+        let prev = self.inflight.insert(
+            view.opaque,
+            Inflight {
+                code: view.code,
+                start: now,
+                deadline,
+            },
+        );
+        if let Some(p) = prev {
+            // A client reusing an opaque still in flight: the first is orphaned.
+            self.stats
+                .end(p.code, now.saturating_duration_since(p.start));
+        }
+    }
+
+    /// A frame from the broker: a response to a request in flight, a late one, or a request
+    /// of the broker's own (transaction check, consumer-list change).
+    pub fn on_broker_frame(&mut self, view: &FrameView, now: Instant) -> BrokerStep {
+        let stats = &self.stats;
+        ProxyStats::add(&stats.c.response_decoding_success, 1);
+        if !view.is_response() {
+            ProxyStats::add(&stats.c.broker_request, 1);
+            return BrokerStep::Forward;
+        }
+        match self.inflight.remove(&view.opaque) {
+            Some(req) => {
+                stats.end(req.code, now.saturating_duration_since(req.start));
+                stats.on_response(view.code);
+                BrokerStep::Forward
+            }
+            None => {
+                ProxyStats::add(&stats.c.late_response, 1);
+                BrokerStep::Late
+            }
+        }
+    }
+
+    /// A tick: local replies for requests past their deadline; whether to close because the
+    /// proxy is draining (nothing left in flight, or the drain deadline passed) or the
+    /// connection is idle.
+    pub fn on_tick(&mut self, now: Instant, shutting_down: bool) -> Tick {
+        let mut tick = Tick::default();
+        let expired: Vec<i32> = self
+            .inflight
+            .iter()
+            .filter(|(_, v)| v.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for opaque in expired {
+            let Some(req) = self.inflight.remove(&opaque) else {
+                continue;
+            };
+            let waited = now.saturating_duration_since(req.start);
+            self.stats.end(req.code, waited);
+            count_local(&self.stats, LocalReason::Timeout, resp::SYSTEM_BUSY);
+            let remark = format!(
+                "rmqfast: broker {} did not answer {} within {} ms",
+                self.broker,
+                code_name(req.code),
+                waited.as_millis()
+            );
+            tick.replies
+                .push(local_reply(opaque, resp::SYSTEM_BUSY, remark));
+        }
+        let empty = self.inflight.is_empty();
+        if shutting_down {
+            let d = *self
+                .drain_deadline
+                .get_or_insert(now + self.limits.drain_timeout);
+            if empty || now >= d {
+                tick.close = true;
+                return tick;
+            }
+        }
+        if let Some(idle) = self.limits.idle_timeout {
+            if empty && now.saturating_duration_since(self.last_activity) >= idle {
+                ProxyStats::add(&self.stats.c.connections_idle_closed, 1);
+                tick.close = true;
+            }
+        }
+        tick
+    }
+
+    /// The connection is closing: requests still in flight leave with it.
+    pub fn close(&mut self, now: Instant) {
+        for (_, req) in self.inflight.drain() {
+            self.stats
+                .end(req.code, now.saturating_duration_since(req.start));
+        }
+        self.upstream_lost();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::RemotingCommand;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    const LIMITS: Limits = Limits {
+        request_timeout: Duration::from_millis(1000),
+        drain_timeout: Duration::from_millis(5000),
+        idle_timeout: Some(Duration::from_secs(60)),
+    };
+
+    fn relay(now: Instant) -> (Relay, Arc<ProxyStats>) {
+        let stats = Arc::new(ProxyStats::default());
+        let r = Relay::new(Arc::from("10.0.0.1:10911"), LIMITS, stats.clone(), now);
+        (r, stats)
+    }
+
+    fn frame(code: i32, opaque: i32, flag: i32) -> (Vec<u8>, FrameView) {
+        let mut c = RemotingCommand::request(code);
+        c.opaque = opaque;
+        c.flag = flag;
+        let f = c.encode(SerializeType::Json).unwrap();
+        let v = FrameView::parse(&f).unwrap();
+        (f, v)
+    }
+
+    fn reply_of(step: ClientStep) -> RemotingCommand {
+        match step {
+            ClientStep::Reply(b) => RemotingCommand::decode(&b).unwrap(),
+            other => panic!("expected a local reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_first_request_connects_then_requests_are_tracked_until_answered() {
+        let t0 = Instant::now();
+        let (mut r, stats) = relay(t0);
+        let (_, send) = frame(rc::SEND_MESSAGE_V2, 1, 0);
+        assert_eq!(
+            r.on_client_frame(&send, Duration::ZERO, t0, false),
+            ClientStep::Connect
+        );
+        assert_eq!(r.connected(&send, Duration::ZERO, t0), ClientStep::Forward);
+        assert_eq!(stats.c.upstream_connections_active.load(Relaxed), 1);
+        let (_, second) = frame(rc::SEND_MESSAGE_V2, 2, 0);
+        assert_eq!(
+            r.on_client_frame(&second, Duration::ZERO, t0, false),
+            ClientStep::Forward
+        );
+        assert_eq!(r.in_flight(), 2);
+        let (_, answer) = frame(0, 2, 1);
+        assert_eq!(r.on_broker_frame(&answer, t0), BrokerStep::Forward);
+        assert_eq!(r.in_flight(), 1);
+        // The same answer again: nobody waits for it.
+        assert_eq!(r.on_broker_frame(&answer, t0), BrokerStep::Late);
+        assert_eq!(stats.c.late_response.load(Relaxed), 1);
+        r.close(t0);
+        assert_eq!(r.in_flight(), 0);
+        assert_eq!(stats.c.upstream_connections_active.load(Relaxed), 0);
+        assert_eq!(stats.c.send_message_v2.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn oneway_requests_are_forwarded_untracked_and_never_answered_locally() {
+        let t0 = Instant::now();
+        let (mut r, _) = relay(t0);
+        let (_, oneway) = frame(rc::END_TRANSACTION, 5, 2);
+        assert_eq!(
+            r.on_client_frame(&oneway, Duration::ZERO, t0, false),
+            ClientStep::Connect
+        );
+        assert_eq!(
+            r.unreachable(&oneway, "refused".into(), t0),
+            ClientStep::Drop
+        );
+        assert_eq!(
+            r.on_client_frame(&oneway, Duration::ZERO, t0, true),
+            ClientStep::Drop
+        );
+        assert_eq!(
+            r.connected(&oneway, Duration::ZERO, t0),
+            ClientStep::Forward
+        );
+        assert_eq!(
+            r.on_client_frame(&oneway, Duration::ZERO, t0, false),
+            ClientStep::Forward
+        );
+        assert_eq!(r.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_unreachable_broker_is_retried_only_after_a_pause() {
+        let t0 = Instant::now();
+        let (mut r, stats) = relay(t0);
+        let (_, hb) = frame(rc::HEART_BEAT, 9, 0);
+        assert_eq!(
+            r.on_client_frame(&hb, Duration::ZERO, t0, false),
+            ClientStep::Connect
+        );
+        let reply = reply_of(r.unreachable(&hb, "connection refused".into(), t0));
+        assert_eq!((reply.opaque, reply.code), (9, resp::SYSTEM_ERROR));
+        let remark = reply.remark.unwrap();
+        assert!(remark.contains("10.0.0.1:10911") && remark.contains("connection refused"));
+        // Within the pause: the same answer, no new attempt.
+        let soon = t0 + RECONNECT_AFTER / 2;
+        let again = reply_of(r.on_client_frame(&hb, Duration::ZERO, soon, false));
+        assert_eq!(again.code, resp::SYSTEM_ERROR);
+        assert_eq!(stats.c.upstream_connect_failure.load(Relaxed), 1);
+        assert_eq!(stats.c.local_reply_upstream_unavailable.load(Relaxed), 2);
+        let later = t0 + RECONNECT_AFTER;
+        assert_eq!(
+            r.on_client_frame(&hb, Duration::ZERO, later, false),
+            ClientStep::Connect
+        );
+    }
+
+    #[test]
+    fn a_request_past_its_deadline_gets_system_busy_once_and_its_answer_is_late() {
+        let t0 = Instant::now();
+        let (mut r, stats) = relay(t0);
+        let (_, send) = frame(rc::SEND_MESSAGE_V2, 3, 0);
+        r.on_client_frame(&send, Duration::ZERO, t0, false);
+        r.connected(&send, Duration::ZERO, t0);
+        assert_eq!(
+            r.on_tick(t0 + LIMITS.request_timeout / 2, false),
+            Tick::default()
+        );
+        let t = r.on_tick(t0 + LIMITS.request_timeout, false);
+        assert!(!t.close);
+        let [busy] = &t.replies[..] else {
+            panic!("{t:?}")
+        };
+        let busy = RemotingCommand::decode(busy).unwrap();
+        assert_eq!((busy.opaque, busy.code), (3, resp::SYSTEM_BUSY));
+        assert!(busy.remark.unwrap().contains("SEND_MESSAGE_V2"));
+        assert_eq!(
+            r.on_tick(t0 + LIMITS.request_timeout * 2, false),
+            Tick::default()
+        );
+        let (_, answer) = frame(0, 3, 1);
+        assert_eq!(r.on_broker_frame(&answer, t0), BrokerStep::Late);
+        assert_eq!(stats.c.local_reply_timeout.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_long_poll_has_its_hold_time_on_top_of_the_timeout() {
+        let mut pull = RemotingCommand::request(rc::PULL_MESSAGE);
+        pull.opaque = 4;
+        pull.ext_fields
+            .insert("suspendTimeoutMillis".into(), "20000".into());
+        let f = pull.encode(SerializeType::RocketMq).unwrap();
+        let v = FrameView::parse(&f).unwrap();
+        let hold = long_poll_hold(&f, &v);
+        assert_eq!(hold, Duration::from_secs(20));
+        let t0 = Instant::now();
+        let (mut r, _) = relay(t0);
+        r.on_client_frame(&v, hold, t0, false);
+        r.connected(&v, hold, t0);
+        assert!(r.on_tick(t0 + hold, false).replies.is_empty());
+        assert_eq!(
+            r.on_tick(t0 + hold + LIMITS.request_timeout, false)
+                .replies
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn draining_answers_new_requests_busy_and_closes_when_nothing_is_in_flight() {
+        let t0 = Instant::now();
+        let (mut r, stats) = relay(t0);
+        let (_, a) = frame(rc::SEND_MESSAGE_V2, 1, 0);
+        r.on_client_frame(&a, Duration::ZERO, t0, false);
+        r.connected(&a, Duration::ZERO, t0);
+        let (_, b) = frame(rc::SEND_MESSAGE_V2, 2, 0);
+        let busy = reply_of(r.on_client_frame(&b, Duration::ZERO, t0, true));
+        assert_eq!((busy.opaque, busy.code), (2, resp::SYSTEM_BUSY));
+        assert_eq!(stats.c.local_reply_shutdown.load(Relaxed), 1);
+        // One request still in flight: the drain waits for it.
+        assert!(!r.on_tick(t0, true).close);
+        let (_, answer) = frame(0, 1, 1);
+        r.on_broker_frame(&answer, t0);
+        assert!(r.on_tick(t0, true).close);
+    }
+
+    #[test]
+    fn draining_gives_up_at_its_deadline() {
+        let t0 = Instant::now();
+        let (mut r, _) = relay(t0);
+        let (_, a) = frame(rc::PULL_MESSAGE, 1, 0);
+        r.on_client_frame(&a, Duration::from_secs(30), t0, false);
+        r.connected(&a, Duration::from_secs(30), t0);
+        assert!(!r.on_tick(t0, true).close);
+        assert!(r.on_tick(t0 + LIMITS.drain_timeout, true).close);
+    }
+
+    #[test]
+    fn an_idle_connection_closes_only_with_nothing_in_flight() {
+        let t0 = Instant::now();
+        let (mut r, stats) = relay(t0);
+        let idle = LIMITS.idle_timeout.unwrap();
+        let (_, a) = frame(rc::PULL_MESSAGE, 1, 0);
+        r.on_client_frame(&a, Duration::from_secs(600), t0, false);
+        r.connected(&a, Duration::from_secs(600), t0);
+        assert!(
+            !r.on_tick(t0 + idle, false).close,
+            "a long poll is in flight"
+        );
+        let (_, answer) = frame(0, 1, 1);
+        r.on_broker_frame(&answer, t0 + idle);
+        r.touch(t0 + idle);
+        assert!(!r.on_tick(t0 + idle + idle / 2, false).close);
+        assert!(r.on_tick(t0 + idle * 2, false).close);
+        assert_eq!(stats.c.connections_idle_closed.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_reused_opaque_orphans_the_first_request() {
+        let t0 = Instant::now();
+        let (mut r, stats) = relay(t0);
+        let (_, a) = frame(rc::SEND_MESSAGE_V2, 7, 0);
+        r.on_client_frame(&a, Duration::ZERO, t0, false);
+        r.connected(&a, Duration::ZERO, t0);
+        r.on_client_frame(&a, Duration::ZERO, t0, false);
+        assert_eq!(r.in_flight(), 1);
+        assert_eq!(stats.c.request_active.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn client_responses_go_to_the_broker_only_when_connected() {
+        let t0 = Instant::now();
+        let (mut r, _) = relay(t0);
+        let (_, check_answer) = frame(0, 11, 1);
+        assert_eq!(
+            r.on_client_frame(&check_answer, Duration::ZERO, t0, false),
+            ClientStep::Drop
+        );
+        let (_, hb) = frame(rc::HEART_BEAT, 1, 0);
+        r.on_client_frame(&hb, Duration::ZERO, t0, false);
+        r.connected(&hb, Duration::ZERO, t0);
+        assert_eq!(
+            r.on_client_frame(&check_answer, Duration::ZERO, t0, false),
+            ClientStep::Forward
+        );
+        r.upstream_lost();
+        assert_eq!(
+            r.on_client_frame(&check_answer, Duration::ZERO, t0, false),
+            ClientStep::Drop
+        );
+    }
+}

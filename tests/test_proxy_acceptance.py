@@ -305,7 +305,11 @@ def test_transaction_resolved_by_check_back(proxy: Proxy, java: JavaTools) -> No
         c.expect("DONE", 90)
         got = c.finish(60).result
     assert sorted(got["received"]) == sorted(res["keys"])
-    assert got["deliveries"] == 2
+    # Each COMMIT the producer answers a check with may store the message once more: when the
+    # broker checks a half message again before the first commit has landed, both commits are
+    # stored (transactional messages are at-least-once). A third check made one run here see
+    # 3 deliveries of 2 messages; what cannot happen is more copies than commits.
+    assert 2 <= got["deliveries"] <= res["checks"], (got, res)
 
 
 def test_pop_consumer_ack_and_change_invisible_time(proxy: Proxy, java: JavaTools) -> None:

@@ -97,7 +97,7 @@ cluster = "a"
         ),
         (
             ("--namesrv", "127.0.0.1:9876", "--upstream-tls", "--upstream-tls-ca-file", "/no.pem"),
-            "upstream_tls_ca_file: '/no.pem' is not a readable file",
+            'upstream_tls_ca_file: "/no.pem" is not a readable file',
         ),
         (
             ("--namesrv", "127.0.0.1:9876", "--upstream-tls-no-verify"),
@@ -109,11 +109,11 @@ cluster = "a"
         ),
         (
             ("--namesrv", "127.0.0.1:9876", "--tls-cert-file", "/c.pem", "--tls-key-file", "/k"),
-            "tls_cert_file: '/c.pem' is not a readable file",
+            'tls_cert_file: "/c.pem" is not a readable file',
         ),
         (
             ("--namesrv", "127.0.0.1:9876", "--tls-mode", "strict"),
-            "tls_mode: expected enforcing or permissive, got 'strict'",
+            'tls_mode: expected enforcing or permissive, got "strict"',
         ),
     ],
 )

@@ -23,6 +23,7 @@ __all__ = [
     "SendResult",
     "TopicRouteData",
     "__version__",
+    "check_proxy_config",
     "decode",
     "decode_batch",
     "decode_messages",
@@ -346,3 +347,4 @@ class ProxyServer:
 
 def proxy_stat_names() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]: ...
 def proxy_config_defaults() -> dict[str, Any]: ...
+def check_proxy_config(config_json: str) -> None: ...

@@ -79,112 +79,40 @@ class ProxyConfig:
     tls_mode: str = _RUST["tls_mode"]
 
     def validate(self) -> ProxyConfig:
-        """Checks every field; raises ConfigError naming the first wrong one."""
-        _check_addr("listen", self.listen)
+        """Checks every field; raises ConfigError naming the first wrong one.
+
+        The data path's fields are checked by the Rust core, the one owner of their rules
+        (`_core.check_proxy_config`, the check the proxy itself runs at start); this adds the
+        Python side's own fields (`admin`, `log_level`) and what only the TOML/flags layer can
+        see (a value of the wrong type, a route with several matchers)."""
         if self.admin:
             _check_addr("admin", self.admin)
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"log_level: expected debug, info, warning or error, got {self.log_level!r}"
+            )
         if not self.clusters:
             raise ConfigError(
                 "namesrv: expected at least one name server (--namesrv HOST:PORT, "
                 "or `namesrv = [...]` / [[clusters]] in the config file)"
             )
-        names: set[str] = set()
-        for i, c in enumerate(self.clusters):
-            where = f"clusters[{i}]"
-            if not c.name or not isinstance(c.name, str):
-                raise ConfigError(f"{where}.name: expected a non-empty string")
-            if c.name in names:
-                raise ConfigError(f"{where}.name: cluster {c.name!r} is defined twice")
-            names.add(c.name)
-            if not c.namesrv:
-                raise ConfigError(f"{where}.namesrv: expected at least one HOST:PORT")
-            for a in c.namesrv:
-                _check_addr(f"{where}.namesrv", a, ip_only=False)
-        if self.default_cluster is not None and self.default_cluster not in names:
-            raise ConfigError(
-                f"default_cluster: expected one of {sorted(names)}, got {self.default_cluster!r}"
-            )
         for i, r in enumerate(self.routes):
-            where = f"routes[{i}]"
-            if r.cluster not in names:
-                raise ConfigError(
-                    f"{where}.cluster: expected one of {sorted(names)}, got {r.cluster!r}"
-                )
             given = [k for k in ("exact", "prefix", "regex") if getattr(r, k) is not None]
             if len(given) != 1:
-                raise ConfigError(f"{where}: expected exactly one of exact, prefix or regex")
-            if r.regex is not None:
-                try:
-                    re.compile(r.regex)
-                except re.error as e:
-                    raise ConfigError(f"{where}.regex: not a valid regular expression: {e}") from e
-        for name, low, high in (
-            ("broker_port_base", 0, 65535),
-            ("connect_timeout_ms", 1, 3_600_000),
-            ("request_timeout_ms", 1, 3_600_000),
-            ("idle_timeout_s", 0, 86_400 * 7),
-            ("max_connections", 1, 10_000_000),
-            ("max_frame_size", 1024, 1 << 30),
-            ("route_cache_ttl_s", 0, 86_400),
-            ("drain_timeout_ms", 0, 3_600_000),
-            ("worker_threads", 1, 256),
-            ("max_buffered_frames", 1, 1 << 20),
-        ):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
-                raise ConfigError(f"{name}: expected an integer from {low} to {high}, got {v!r}")
-        if self.log_level not in ("debug", "info", "warning", "error"):
-            raise ConfigError(
-                f"log_level: expected debug, info, warning or error, got {self.log_level!r}"
-            )
-        self._validate_client_tls()
-        self._validate_upstream_tls()
-        for name in ("advertise_host", "broker_bind_host"):
-            v = getattr(self, name)
-            bad_colon = isinstance(v, str) and ":" in v.strip("[]") and not _is_ipv6(v.strip("[]"))
-            if v is not None and (not isinstance(v, str) or not v or bad_colon):
-                raise ConfigError(f"{name}: expected a host name or IP address, got {v!r}")
+                raise ConfigError(f"routes[{i}]: expected exactly one of exact, prefix or regex")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in _INTS and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise ConfigError(f"{f.name}: expected a non-negative integer, got {v!r}")
+            if f.name in _BOOLS and not isinstance(v, bool):
+                raise ConfigError(f"{f.name}: expected true or false, got {v!r}")
+            if f.name in _STRS and v is not None and not isinstance(v, str):
+                raise ConfigError(f"{f.name}: expected a string, got {v!r}")
+        try:
+            _core.check_proxy_config(self.to_core_json())
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         return self
-
-    def _validate_client_tls(self) -> None:
-        if self.tls_mode not in ("enforcing", "permissive"):
-            raise ConfigError(f"tls_mode: expected enforcing or permissive, got {self.tls_mode!r}")
-        cert, key = self.tls_cert_file, self.tls_key_file
-        if (cert is None) != (key is None):
-            missing = "tls_key_file" if key is None else "tls_cert_file"
-            raise ConfigError(
-                f"{missing}: expected together with "
-                f"{'tls_cert_file' if key is None else 'tls_key_file'}"
-            )
-        for name, v in (("tls_cert_file", cert), ("tls_key_file", key)):
-            if v is not None and (not isinstance(v, str) or not Path(v).is_file()):
-                raise ConfigError(f"{name}: {v!r} is not a readable file")
-
-    def _validate_upstream_tls(self) -> None:
-        for name in ("upstream_tls", "upstream_tls_verify"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}: expected true or false, got {getattr(self, name)!r}")
-        for name in ("upstream_tls_ca_file", "upstream_tls_server_name"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, str) or not v):
-                raise ConfigError(f"{name}: expected a non-empty string, got {v!r}")
-        if not self.upstream_tls:
-            for name, is_set in (
-                ("upstream_tls_ca_file", self.upstream_tls_ca_file is not None),
-                ("upstream_tls_verify", not self.upstream_tls_verify),
-                ("upstream_tls_server_name", self.upstream_tls_server_name is not None),
-            ):
-                if is_set:
-                    raise ConfigError(f"{name}: only applies with upstream_tls = true")
-            return
-        ca = self.upstream_tls_ca_file
-        if ca is not None and not Path(ca).is_file():
-            raise ConfigError(f"upstream_tls_ca_file: {ca!r} is not a readable file")
-        if ca is not None and not self.upstream_tls_verify:
-            raise ConfigError(
-                "upstream_tls_verify: false skips verification, so upstream_tls_ca_file "
-                "would be ignored; set one or the other"
-            )
 
     def to_core_json(self) -> str:
         """The JSON the Rust data path takes."""
@@ -203,11 +131,31 @@ class ProxyConfig:
         return json.dumps(d)
 
 
-def _is_ipv6(s: str) -> bool:
-    try:
-        return isinstance(ipaddress.ip_address(s), ipaddress.IPv6Address)
-    except ValueError:
-        return False
+# Field types the TOML/flags layer checks before handing the config to Rust.
+_INTS = {
+    "broker_port_base",
+    "connect_timeout_ms",
+    "request_timeout_ms",
+    "idle_timeout_s",
+    "max_connections",
+    "max_frame_size",
+    "route_cache_ttl_s",
+    "drain_timeout_ms",
+    "worker_threads",
+    "max_buffered_frames",
+}
+_BOOLS = {"upstream_tls", "upstream_tls_verify"}
+_STRS = {
+    "listen",
+    "advertise_host",
+    "broker_bind_host",
+    "default_cluster",
+    "upstream_tls_ca_file",
+    "upstream_tls_server_name",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_mode",
+}
 
 
 def _check_addr(name: str, value: object, ip_only: bool = True) -> None:

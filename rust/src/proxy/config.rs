@@ -136,6 +136,16 @@ fn d_true() -> bool {
     true
 }
 
+/// A file option's value must name a file that can be read.
+fn readable_file(name: &str, path: &Option<String>) -> Result<(), String> {
+    match path {
+        Some(p) if std::fs::File::open(p).is_err() => {
+            Err(format!("{name}: {p:?} is not a readable file"))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl ProxyConfig {
     /// The default of every field that has one, by its config name: the one list of defaults
     /// (Python's `ProxyConfig`, `--help` and the README's table are checked against it).
@@ -229,18 +239,30 @@ impl ProxyConfig {
         Ok(c)
     }
 
-    /// Checks what serde cannot: references between fields and value ranges.
+    /// Checks every field, naming the first wrong one and what was expected: the one
+    /// validation of the proxy's config (Python's `ProxyConfig.validate` calls it through
+    /// `_core.check_proxy_config` and adds only its own fields, `admin` and `log_level`).
     pub fn validate(&self) -> Result<(), String> {
-        self.listen.parse::<SocketAddr>().map_err(|_| {
-            format!(
-                "listen: expected HOST:PORT with an IP host, got {:?}",
+        let ip_port = self.listen.parse::<SocketAddr>().is_ok();
+        if !ip_port {
+            return Err(format!(
+                "listen: expected IP:PORT (e.g. 127.0.0.1:19876), got {:?}",
                 self.listen
-            )
-        })?;
+            ));
+        }
         if self.clusters.is_empty() {
             return Err("clusters: expected at least one cluster with name servers".into());
         }
         for (i, c) in self.clusters.iter().enumerate() {
+            if c.name.is_empty() {
+                return Err(format!("clusters[{i}].name: expected a non-empty string"));
+            }
+            if self.clusters[..i].iter().any(|o| o.name == c.name) {
+                return Err(format!(
+                    "clusters[{i}].name: cluster {:?} is defined twice",
+                    c.name
+                ));
+            }
             if c.namesrv.is_empty() {
                 return Err(format!(
                     "clusters[{i}].namesrv: expected at least one HOST:PORT"
@@ -250,34 +272,136 @@ impl ProxyConfig {
                 split_host_port(a).map_err(|e| format!("clusters[{i}].namesrv: {e}"))?;
             }
         }
+        let names = || {
+            self.clusters
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+        };
         let known = |n: &str| self.clusters.iter().any(|c| c.name == n);
         if let Some(d) = &self.default_cluster {
             if !known(d) {
-                return Err(format!("default_cluster: no cluster named {d:?}"));
+                return Err(format!(
+                    "default_cluster: expected one of {:?}, got {d:?}",
+                    names()
+                ));
             }
         }
         for (i, r) in self.routes.iter().enumerate() {
             if !known(&r.cluster) {
                 return Err(format!(
-                    "routes[{i}].cluster: no cluster named {:?}",
+                    "routes[{i}].cluster: expected one of {:?}, got {:?}",
+                    names(),
                     r.cluster
                 ));
             }
             if let TopicMatch::Regex(re) = &r.matcher {
-                Regex::new(re).map_err(|e| format!("routes[{i}].match.regex: {e}"))?;
+                Regex::new(re).map_err(|e| {
+                    format!("routes[{i}].regex: not a valid regular expression: {e}")
+                })?;
             }
         }
-        if self.max_frame_size < 1024 {
-            return Err("max_frame_size: expected at least 1024 bytes".into());
+        let ranges: [(&str, u64, u64, u64); 10] = [
+            ("broker_port_base", self.broker_port_base.into(), 0, 65_535),
+            ("connect_timeout_ms", self.connect_timeout_ms, 1, 3_600_000),
+            ("request_timeout_ms", self.request_timeout_ms, 1, 3_600_000),
+            ("idle_timeout_s", self.idle_timeout_s, 0, 7 * 86_400),
+            (
+                "max_connections",
+                self.max_connections as u64,
+                1,
+                10_000_000,
+            ),
+            ("max_frame_size", self.max_frame_size as u64, 1024, 1 << 30),
+            ("route_cache_ttl_s", self.route_cache_ttl_s, 0, 86_400),
+            ("drain_timeout_ms", self.drain_timeout_ms, 0, 3_600_000),
+            ("worker_threads", self.worker_threads as u64, 1, 256),
+            (
+                "max_buffered_frames",
+                self.max_buffered_frames as u64,
+                1,
+                1 << 20,
+            ),
+        ];
+        for (name, v, low, high) in ranges {
+            if !(low..=high).contains(&v) {
+                return Err(format!(
+                    "{name}: expected an integer from {low} to {high}, got {v}"
+                ));
+            }
         }
-        if self.worker_threads == 0 {
-            return Err("worker_threads: expected at least 1".into());
+        for (name, v) in [
+            ("advertise_host", &self.advertise_host),
+            ("broker_bind_host", &self.broker_bind_host),
+        ] {
+            if let Some(h) = v {
+                let bare = h.trim_start_matches('[').trim_end_matches(']');
+                let v6 = bare.parse::<std::net::Ipv6Addr>().is_ok();
+                if h.is_empty() || (bare.contains(':') && !v6) {
+                    return Err(format!(
+                        "{name}: expected a host name or IP address, got {h:?}"
+                    ));
+                }
+            }
         }
-        if self.max_connections == 0 {
-            return Err("max_connections: expected at least 1".into());
+        self.check_client_tls()?;
+        self.check_upstream_tls()
+    }
+
+    fn check_client_tls(&self) -> Result<(), String> {
+        if !matches!(self.tls_mode.as_str(), "enforcing" | "permissive") {
+            return Err(format!(
+                "tls_mode: expected enforcing or permissive, got {:?}",
+                self.tls_mode
+            ));
         }
-        if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
-            return Err("request_timeout_ms and connect_timeout_ms: expected more than 0".into());
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => {
+                return Err("tls_key_file: expected together with tls_cert_file".into())
+            }
+            (None, Some(_)) => {
+                return Err("tls_cert_file: expected together with tls_key_file".into())
+            }
+            _ => {}
+        }
+        for (name, v) in [
+            ("tls_cert_file", &self.tls_cert_file),
+            ("tls_key_file", &self.tls_key_file),
+        ] {
+            readable_file(name, v)?;
+        }
+        Ok(())
+    }
+
+    fn check_upstream_tls(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("upstream_tls_ca_file", &self.upstream_tls_ca_file),
+            ("upstream_tls_server_name", &self.upstream_tls_server_name),
+        ] {
+            if v.as_deref() == Some("") {
+                return Err(format!("{name}: expected a non-empty string, got \"\""));
+            }
+        }
+        if !self.upstream_tls {
+            for (set, name) in [
+                (self.upstream_tls_ca_file.is_some(), "upstream_tls_ca_file"),
+                (!self.upstream_tls_verify, "upstream_tls_verify"),
+                (
+                    self.upstream_tls_server_name.is_some(),
+                    "upstream_tls_server_name",
+                ),
+            ] {
+                if set {
+                    return Err(format!("{name}: only applies with upstream_tls = true"));
+                }
+            }
+            return Ok(());
+        }
+        readable_file("upstream_tls_ca_file", &self.upstream_tls_ca_file)?;
+        if self.upstream_tls_ca_file.is_some() && !self.upstream_tls_verify {
+            return Err("upstream_tls_verify: false skips verification, so \
+                        upstream_tls_ca_file would be ignored; set one or the other"
+                .into());
         }
         Ok(())
     }
@@ -418,19 +542,20 @@ mod tests {
     #[test]
     fn upstream_tls_options_are_checked() {
         assert!(cfg("").unwrap().upstream_tls().unwrap().is_none());
-        let e = cfg(r#","upstream_tls_ca_file":"/ca.pem""#)
-            .unwrap()
-            .upstream_tls()
-            .unwrap_err();
+        let e = cfg(r#","upstream_tls_ca_file":"/ca.pem""#).unwrap_err();
         assert_eq!(
             e,
             "upstream_tls_ca_file: only applies with upstream_tls = true"
         );
-        let e = cfg(r#","upstream_tls":true,"upstream_tls_ca_file":"/nonexistent.pem""#)
-            .unwrap()
-            .upstream_tls()
-            .unwrap_err();
-        assert!(e.starts_with("upstream_tls_ca_file: "), "{e}");
+        let e =
+            cfg(r#","upstream_tls":true,"upstream_tls_ca_file":"/nonexistent.pem""#).unwrap_err();
+        assert_eq!(
+            e,
+            "upstream_tls_ca_file: \"/nonexistent.pem\" is not a readable file"
+        );
+        let e = cfg(r#","upstream_tls":true,"upstream_tls_server_name":"""#).unwrap_err();
+        assert!(e.starts_with("upstream_tls_server_name: "), "{e}");
+        // A name rustls cannot use is found when the TLS client is built.
         let e = cfg(r#","upstream_tls":true,"upstream_tls_server_name":"bad name!""#)
             .unwrap()
             .upstream_tls()
@@ -447,23 +572,22 @@ mod tests {
     #[test]
     fn client_tls_options_are_checked() {
         assert!(cfg("").unwrap().client_tls().unwrap().is_none());
-        let err = |extra: &str| match cfg(extra).unwrap().client_tls() {
-            Ok(_) => panic!("{extra} was accepted"),
-            Err(e) => e,
-        };
-        assert!(err(r#","tls_mode":"strict""#).starts_with("tls_mode: "));
         assert_eq!(
-            err(r#","tls_cert_file":"/c.pem""#),
-            "tls_key_file: expected with tls_cert_file"
+            cfg(r#","tls_mode":"strict""#).unwrap_err(),
+            "tls_mode: expected enforcing or permissive, got \"strict\""
         );
         assert_eq!(
-            err(r#","tls_key_file":"/k.pem""#),
-            "tls_cert_file: expected with tls_key_file"
+            cfg(r#","tls_cert_file":"/c.pem""#).unwrap_err(),
+            "tls_key_file: expected together with tls_cert_file"
         );
-        let e = err(r#","tls_cert_file":"/nonexistent.pem","tls_key_file":"/k.pem""#);
-        assert!(
-            e.starts_with("tls_cert_file: \"/nonexistent.pem\" is not a readable file"),
-            "{e}"
+        assert_eq!(
+            cfg(r#","tls_key_file":"/k.pem""#).unwrap_err(),
+            "tls_cert_file: expected together with tls_key_file"
+        );
+        let e = cfg(r#","tls_cert_file":"/nonexistent.pem","tls_key_file":"/k.pem""#).unwrap_err();
+        assert_eq!(
+            e,
+            "tls_cert_file: \"/nonexistent.pem\" is not a readable file"
         );
     }
 
@@ -484,7 +608,22 @@ mod tests {
         let e = cfg(r#","default_cluster":"zz""#).unwrap_err();
         assert!(e.starts_with("default_cluster:"), "{e}");
         let e = cfg(r#","routes":[{"match":{"regex":"("},"cluster":"a"}]"#).unwrap_err();
-        assert!(e.starts_with("routes[0].match.regex:"), "{e}");
+        assert!(
+            e.starts_with("routes[0].regex: not a valid regular expression"),
+            "{e}"
+        );
+        let e = cfg(r#","worker_threads":0"#).unwrap_err();
+        assert_eq!(
+            e,
+            "worker_threads: expected an integer from 1 to 256, got 0"
+        );
+        let e = cfg(r#","advertise_host":"a:b""#).unwrap_err();
+        assert!(e.starts_with("advertise_host: expected a host name"), "{e}");
+        let e = ProxyConfig::from_json(
+            r#"{"clusters":[{"name":"a","namesrv":["h:1"]},{"name":"a","namesrv":["h:2"]}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e, "clusters[1].name: cluster \"a\" is defined twice");
         let e = cfg(r#","listen":"nowhere""#).unwrap_err();
         assert!(e.starts_with("listen:"), "{e}");
         let e = cfg(r#","bogus":1"#).unwrap_err();

@@ -168,3 +168,12 @@ pub(crate) fn proxy_config_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyAny>
     let text = serde_json::Value::Object(crate::proxy::config::ProxyConfig::defaults()).to_string();
     py.import("json")?.call_method1("loads", (text,))
 }
+
+/// Checks a proxy config (the JSON `ProxyConfig.to_core_json` writes) the way the proxy will:
+/// ValueError naming the first wrong field and what was expected.
+#[pyfunction]
+pub(crate) fn check_proxy_config(config_json: &str) -> PyResult<()> {
+    crate::proxy::config::ProxyConfig::from_json(config_json)
+        .map(|_| ())
+        .map_err(pyo3::exceptions::PyValueError::new_err)
+}

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "python"))
 
 from rmqfast.codec import RequestCode  # noqa: E402
 from rmqfast.devcluster import DevCluster, registered_brokers  # noqa: E402
-from rmqfast.devcluster.remoting import call  # noqa: E402
+from rmqfast.devcluster.remoting import call, create_topic_fields  # noqa: E402
 from rmqfast.logger import ASGIMiddleware, RocketMQLogger  # noqa: E402
 from rmqfast.logger.encode import json_default as _json_default  # noqa: E402
 from rmqfast.logger.encode import make_encoder as _make_encoder  # noqa: E402
@@ -68,16 +68,7 @@ def create_topic(namesrv: str, topic: str, queues: int = 8) -> None:
         r = call(
             addr,
             RequestCode.UPDATE_AND_CREATE_TOPIC,
-            {
-                "topic": topic,
-                "defaultTopic": "TBW102",
-                "readQueueNums": str(queues),
-                "writeQueueNums": str(queues),
-                "perm": "6",
-                "topicFilterType": "SINGLE_TAG",
-                "topicSysFlag": "0",
-                "order": "false",
-            },
+            create_topic_fields(topic, queues),
             timeout=10,
         )
         assert r.code == 0, r.remark

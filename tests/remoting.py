@@ -14,7 +14,7 @@ from rmqfast.codec import (
     TopicRouteData,
     decode_messages,
 )
-from rmqfast.devcluster.remoting import RemotingClient
+from rmqfast.devcluster.remoting import RemotingClient, create_topic_fields
 
 from .fakes import wait_until
 
@@ -27,20 +27,6 @@ __all__ = [
     "pull_fields",
     "route_of",
 ]
-
-
-def create_topic_fields(topic: str, queues: int = 4) -> dict[str, str]:
-    """extFields of an UPDATE_AND_CREATE_TOPIC request for a plain read-write topic."""
-    return {
-        "topic": topic,
-        "defaultTopic": "TBW102",
-        "readQueueNums": str(queues),
-        "writeQueueNums": str(queues),
-        "perm": "6",
-        "topicFilterType": "SINGLE_TAG",
-        "topicSysFlag": "0",
-        "order": "false",
-    }
 
 
 def route_of(client: RemotingClient, topic: str) -> TopicRouteData | None:

@@ -35,7 +35,7 @@ from rmqfast.codec import (
 from rmqfast.devcluster.cluster import STATE_FILE
 from rmqfast.devcluster.errors import DevClusterError
 from rmqfast.devcluster.processes import _pid_running, _write_atomic, current_dir
-from rmqfast.devcluster.remoting import call, split_addr
+from rmqfast.devcluster.remoting import call, create_topic_fields, split_addr
 from rmqfast.producer import Producer, ProducerError
 
 __all__ = [
@@ -293,16 +293,7 @@ def create_topic(
             f"cannot create topic {topic!r}: {namesrv} knows no master broker"
             + (f" in cluster {cluster!r}" if cluster else "")
         )
-    fields = {
-        "topic": topic,
-        "defaultTopic": "TBW102",
-        "readQueueNums": str(queues),
-        "writeQueueNums": str(queues),
-        "perm": "6",
-        "topicFilterType": "SINGLE_TAG",
-        "topicSysFlag": "0",
-        "order": "false",
-    }
+    fields = create_topic_fields(topic, queues)
     for name, addr in targets.items():
         code, _, remark, _ = _call(addr, _RQ_UPDATE_AND_CREATE_TOPIC, fields)
         if code != _RS_SUCCESS:

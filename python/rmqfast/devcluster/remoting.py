@@ -23,6 +23,7 @@ __all__ = [
     "LOOPBACK",
     "RemotingClient",
     "call",
+    "create_topic_fields",
     "query_cluster_info",
     "registered_brokers",
     "split_addr",
@@ -44,6 +45,20 @@ def split_addr(addr: str) -> tuple[str, int]:
     means 127.0.0.1."""
     addr = addr.strip()
     return split_host_port(LOOPBACK + addr if addr.startswith(":") else addr)
+
+
+def create_topic_fields(topic: str, queues: int = 4) -> dict[str, str]:
+    """extFields of an UPDATE_AND_CREATE_TOPIC request for a plain read-write topic."""
+    return {
+        "topic": topic,
+        "defaultTopic": "TBW102",
+        "readQueueNums": str(queues),
+        "writeQueueNums": str(queues),
+        "perm": "6",
+        "topicFilterType": "SINGLE_TAG",
+        "topicSysFlag": "0",
+        "order": "false",
+    }
 
 
 class RemotingClient:

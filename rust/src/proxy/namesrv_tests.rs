@@ -45,7 +45,7 @@ async fn name_server(answers: usize) -> String {
 fn shared(namesrv: &str, ttl_s: u64) -> (Arc<Shared>, watch::Sender<bool>) {
     let config = ProxyConfig::from_json(&format!(
         r#"{{"listen":"127.0.0.1:0","clusters":[{{"name":"c","namesrv":["{namesrv}"]}}],
-            "route_cache_ttl_s":{ttl_s},"request_timeout_ms":2000,"connect_timeout_ms":500}}"#
+            "route_cache_ttl_s":{ttl_s},"request_timeout_ms":30000,"connect_timeout_ms":5000}}"#
     ))
     .unwrap();
     let (tx, rx) = watch::channel(false);

@@ -14,13 +14,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from rmqfast.codec import FrameDecoder, RemotingCommand, TopicRouteData
+from rmqfast.codec import (
+    FLAG_RESPONSE,
+    FrameDecoder,
+    RemotingCommand,
+    RequestCode,
+    ResponseCode,
+    TopicRouteData,
+)
 
 T = TypeVar("T")
-
-RESPONSE_FLAG = 1  # RemotingCommand flag bit 0: the frame is a response
-GET_ROUTEINFO_BY_TOPIC = 105
-REQUEST_CODE_NOT_SUPPORTED = 3
 
 
 # ------------------------------------------------------------------------------------------------
@@ -99,7 +102,7 @@ class Connection:
     def respond(self, request: RemotingCommand, response: RemotingCommand) -> None:
         """Sends `response` as the answer to `request` (its opaque, the response flag)."""
         response.opaque = request.opaque
-        response.flag = RESPONSE_FLAG
+        response.flag = FLAG_RESPONSE
         self.send(response.encode("json"))
 
     def respond_later(
@@ -134,10 +137,10 @@ def name_server(brokers: Mapping[str, str]) -> Handler:
     body = topic_route(brokers).to_json()
 
     def handler(_conn: Connection, request: RemotingCommand) -> RemotingCommand:
-        if request.code == GET_ROUTEINFO_BY_TOPIC:
+        if request.code == RequestCode.GET_ROUTEINFO_BY_TOPIC:
             return RemotingCommand(0, body=body)
         remark = f"request code {request.code} is not supported by this fake name server"
-        return RemotingCommand(REQUEST_CODE_NOT_SUPPORTED, remark=remark)
+        return RemotingCommand(ResponseCode.REQUEST_CODE_NOT_SUPPORTED, remark=remark)
 
     return handler
 

@@ -27,11 +27,6 @@ from .remoting import create_topic, new_topic, pull
 from .secure import ACL_PASSWORD, ACL_USER, SecureCluster, acl_sign, java_sign
 
 RETRY_CODES = {17, 14, 1, 2, 16, 204, 205, 1500}
-# Plain ints: mypy cannot see the members of the dynamically built RequestCode/ResponseCode.
-SUCCESS = 0
-UPDATE_AND_CREATE_TOPIC = 17
-GET_ROUTEINFO_BY_TOPIC = 105
-PULL_MESSAGE = 11
 
 # ---------------------------------------------------------------------------------------------
 # helpers

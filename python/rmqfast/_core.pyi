@@ -9,6 +9,8 @@ from typing import Any, ClassVar, Final, final
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_INFLATED",
+    "FLAG_ONEWAY",
+    "FLAG_RESPONSE",
     "BatchMessage",
     "ClusterInfo",
     "FrameDecoder",
@@ -43,6 +45,10 @@ __all__ = [
 
 __version__: Final[str]
 DEFAULT_MAX_FRAME_SIZE: Final[int]
+FLAG_RESPONSE: Final[int]
+"""RemotingCommand flag bit 0: the frame is a response."""
+FLAG_ONEWAY: Final[int]
+"""RemotingCommand flag bit 1: the request expects no response."""
 
 class FrameError(ValueError):
     """An invalid remoting frame; `offset` is the byte where the problem was found."""

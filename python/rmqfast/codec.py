@@ -9,6 +9,8 @@ from enum import IntEnum
 
 from rmqfast._core import (
     DEFAULT_MAX_FRAME_SIZE,
+    FLAG_ONEWAY,
+    FLAG_RESPONSE,
     BatchMessage,
     ClusterInfo,
     FrameDecoder,
@@ -37,6 +39,8 @@ ResponseCode = IntEnum("ResponseCode", response_codes())  # type: ignore[misc]
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
+    "FLAG_ONEWAY",
+    "FLAG_RESPONSE",
     "BatchMessage",
     "ClusterInfo",
     "FrameDecoder",

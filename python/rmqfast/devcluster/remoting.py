@@ -15,7 +15,14 @@ from types import TracebackType
 from typing import Any
 
 from rmqfast._core import split_host_port
-from rmqfast.codec import ClusterInfo, FrameDecoder, RemotingCommand, RequestCode, ResponseCode
+from rmqfast.codec import (
+    FLAG_ONEWAY,
+    ClusterInfo,
+    FrameDecoder,
+    RemotingCommand,
+    RequestCode,
+    ResponseCode,
+)
 
 from .errors import DevClusterError
 
@@ -31,8 +38,6 @@ __all__ = [
 
 LOOPBACK = "127.0.0.1"
 
-# RemotingCommand's RPC_ONEWAY flag bit (the response bit is 1).
-_FLAG_ONEWAY = 2
 _RQ_GET_BROKER_CLUSTER_INFO = int(RequestCode["GET_BROKER_CLUSTER_INFO"])
 _RS_SUCCESS = int(ResponseCode["SUCCESS"])
 
@@ -130,7 +135,7 @@ class RemotingClient:
     ) -> None:
         """Send a request flagged oneway: the server sends no response."""
         limit = self.timeout if timeout is None else timeout
-        self._send(code, ext_fields, body, serialize_type, next(_opaques), _FLAG_ONEWAY, limit)
+        self._send(code, ext_fields, body, serialize_type, next(_opaques), FLAG_ONEWAY, limit)
 
     def _send(
         self,

@@ -182,19 +182,8 @@ impl ProxyConfig {
     /// The TLS client for upstream connections, when `upstream_tls` is on; errors name the
     /// option at fault.
     pub fn upstream_tls(&self) -> Result<Option<std::sync::Arc<crate::net::tls::Tls>>, String> {
+        self.check_upstream_tls()?;
         if !self.upstream_tls {
-            for (set, name) in [
-                (self.upstream_tls_ca_file.is_some(), "upstream_tls_ca_file"),
-                (!self.upstream_tls_verify, "upstream_tls_verify"),
-                (
-                    self.upstream_tls_server_name.is_some(),
-                    "upstream_tls_server_name",
-                ),
-            ] {
-                if set {
-                    return Err(format!("{name}: only applies with upstream_tls = true"));
-                }
-            }
             return Ok(None);
         }
         let opts = crate::net::tls::TlsOptions {
@@ -215,20 +204,12 @@ impl ProxyConfig {
 
     /// TLS toward clients, when a certificate and key are configured.
     pub(crate) fn client_tls(&self) -> Result<Option<crate::net::io::ServerTls>, String> {
-        let permissive = match self.tls_mode.as_str() {
-            "enforcing" => false,
-            "permissive" => true,
-            other => {
-                return Err(format!(
-                    "tls_mode: expected \"enforcing\" or \"permissive\", got {other:?}"
-                ))
-            }
-        };
+        self.check_client_tls()?;
         match (&self.tls_cert_file, &self.tls_key_file) {
-            (None, None) => Ok(None),
-            (Some(c), Some(k)) => crate::net::io::ServerTls::new(c, k, permissive).map(Some),
-            (Some(_), None) => Err("tls_key_file: expected with tls_cert_file".into()),
-            (None, Some(_)) => Err("tls_cert_file: expected with tls_key_file".into()),
+            (Some(c), Some(k)) => {
+                crate::net::io::ServerTls::new(c, k, self.tls_mode == "permissive").map(Some)
+            }
+            _ => Ok(None),
         }
     }
 
@@ -272,35 +253,7 @@ impl ProxyConfig {
                 split_host_port(a).map_err(|e| format!("clusters[{i}].namesrv: {e}"))?;
             }
         }
-        let names = || {
-            self.clusters
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-        };
-        let known = |n: &str| self.clusters.iter().any(|c| c.name == n);
-        if let Some(d) = &self.default_cluster {
-            if !known(d) {
-                return Err(format!(
-                    "default_cluster: expected one of {:?}, got {d:?}",
-                    names()
-                ));
-            }
-        }
-        for (i, r) in self.routes.iter().enumerate() {
-            if !known(&r.cluster) {
-                return Err(format!(
-                    "routes[{i}].cluster: expected one of {:?}, got {:?}",
-                    names(),
-                    r.cluster
-                ));
-            }
-            if let TopicMatch::Regex(re) = &r.matcher {
-                Regex::new(re).map_err(|e| {
-                    format!("routes[{i}].regex: not a valid regular expression: {e}")
-                })?;
-            }
-        }
+        TopicRouter::new(self)?;
         let ranges: [(&str, u64, u64, u64); 10] = [
             ("broker_port_base", self.broker_port_base.into(), 0, 65_535),
             ("connect_timeout_ms", self.connect_timeout_ms, 1, 3_600_000),
@@ -464,24 +417,31 @@ enum Matcher {
 impl TopicRouter {
     /// Builds the router; cluster indexes refer to `config.clusters`.
     pub fn new(config: &ProxyConfig) -> Result<TopicRouter, String> {
-        let index = |n: &str| config.clusters.iter().position(|c| c.name == n);
+        let index = |field: String, n: &str| {
+            config
+                .clusters
+                .iter()
+                .position(|c| c.name == n)
+                .ok_or_else(|| {
+                    let names: Vec<&str> =
+                        config.clusters.iter().map(|c| c.name.as_str()).collect();
+                    format!("{field}: expected one of {names:?}, got {n:?}")
+                })
+        };
         let mut rules = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {
-            let cluster = index(&r.cluster)
-                .ok_or_else(|| format!("routes[{i}].cluster: no cluster named {:?}", r.cluster))?;
+            let cluster = index(format!("routes[{i}].cluster"), &r.cluster)?;
             let m = match &r.matcher {
                 TopicMatch::Exact(s) => Matcher::Exact(s.clone()),
                 TopicMatch::Prefix(s) => Matcher::Prefix(s.clone()),
-                TopicMatch::Regex(s) => Matcher::Regex(
-                    Regex::new(s).map_err(|e| format!("routes[{i}].match.regex: {e}"))?,
-                ),
+                TopicMatch::Regex(s) => Matcher::Regex(Regex::new(s).map_err(|e| {
+                    format!("routes[{i}].regex: not a valid regular expression: {e}")
+                })?),
             };
             rules.push((m, cluster));
         }
         let default = match &config.default_cluster {
-            Some(d) => {
-                index(d).ok_or_else(|| format!("default_cluster: no cluster named {d:?}"))?
-            }
+            Some(d) => index("default_cluster".into(), d)?,
             None => 0,
         };
         Ok(TopicRouter { rules, default })

@@ -440,6 +440,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_MAX_FRAME_SIZE", DEFAULT_MAX_FRAME_SIZE)?;
+    m.add("FLAG_RESPONSE", crate::codec::wire::FLAG_RESPONSE)?;
+    m.add("FLAG_ONEWAY", crate::codec::wire::FLAG_ONEWAY)?;
     m.add("FrameError", py.get_type::<FrameError>())?;
     m.add_class::<PyRemotingCommand>()?;
     m.add_class::<PyFrameDecoder>()?;

@@ -12,7 +12,7 @@ STAMP     := $(VENV)/.deps-stamp
 WHEEL_DIR := target/wheels
 PYTEST_ARGS ?=
 
-.PHONY: help venv jars build wheel wheel-check sdist-check lint rust-lint rust-test py-lint test test-fast run down bench clean
+.PHONY: help venv jars build wheel wheel-check sdist-check lint rust-lint rust-test py-lint test test-fast run down bench clean fuzz fuzz-check fuzz-tools
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -107,18 +107,33 @@ rust-test:  ## Rust unit and property tests
 	cargo test --quiet
 
 py-lint: build  ## ruff, mypy --strict, and stubtest on rmqfast._core
-	$(VENV)/bin/ruff check python tests bench
-	$(VENV)/bin/ruff format --check python tests bench
+	$(VENV)/bin/ruff check python tests bench fuzz
+	$(VENV)/bin/ruff format --check python tests bench fuzz
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest rmqfast._core
 
 lint: rust-lint py-lint  ## every linter
 
-test: rust-lint rust-test wheel-check py-lint  ## everything CI runs: lint, Rust tests, wheel, pytest
+test: rust-lint rust-test wheel-check py-lint fuzz-check  ## everything CI runs: lint, Rust tests, wheel, fuzz briefly, pytest
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: rust-test build  ## the inner loop: Rust tests and every pytest test that needs no RocketMQ
 	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+# cargo-fuzz (libFuzzer, AddressSanitizer) needs a nightly toolchain; both are installed on
+# first use. FUZZ_SECONDS per target; fuzz/README.md records the long runs.
+FUZZ_SECONDS ?= 600
+CARGO_FUZZ := $(shell command -v cargo-fuzz 2>/dev/null)
+
+fuzz-tools:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@$(if $(CARGO_FUZZ),true,cargo install cargo-fuzz --locked)
+
+fuzz: fuzz-tools  ## coverage-guided fuzzing of the codec, FUZZ_SECONDS (600) per target
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
+fuzz-check: fuzz-tools  ## every fuzz target for 30 s on its corpus (part of `make test`)
+	FUZZ_SECONDS=30 fuzz/run.sh
 
 run: build  ## start (or reuse) a local RocketMQ, the proxy in front of it, send a first message; PROXY_PORT=, ADMIN_PORT= pick ports
 	$(PY) -m rmqfast.devcluster run --dir .devcluster \

@@ -44,9 +44,25 @@ def java(
     return tools
 
 
+# The tests create their topics with mqadmin through the proxy, as an operator would: the one
+# request the default policy refuses that they need is opened to loopback clients. Everything
+# else (producers, consumers, transactions, mqadmin's read commands) runs under the default.
+OPERATOR_RULE = {
+    "name": "operator",
+    "action": "allow",
+    "codes": ["UPDATE_AND_CREATE_TOPIC"],
+    "clients": ["127.0.0.1"],
+}
+
+
 @pytest.fixture
 def proxy(rocketmq: DevCluster) -> Iterator[Proxy]:
-    config = {"namesrv": rocketmq.namesrv_addr, "listen": "127.0.0.1:0", "admin": "127.0.0.1:0"}
+    config = {
+        "namesrv": rocketmq.namesrv_addr,
+        "listen": "127.0.0.1:0",
+        "admin": "127.0.0.1:0",
+        "policy": [OPERATOR_RULE],
+    }
     with Proxy(config) as p:
         yield p
 
@@ -175,6 +191,27 @@ def test_mqadmin_update_topic_route_and_cluster_list(proxy: Proxy, rocketmq: Dev
     assert d["get_topic_route"] >= 1
     assert d["route_rewrite"] >= 2
     assert_balanced(d, "mqadmin")
+
+
+def test_default_policy_refuses_mqadmin_update_topic_with_no_permission(
+    rocketmq: DevCluster,
+) -> None:
+    """Without the operator rule, mqadmin's updateTopic fails with the proxy's NO_PERMISSION
+    (CODE: 16, the remark naming the rule) and its read commands keep working."""
+    topic = unique("acc_refused")
+    config = {"namesrv": rocketmq.namesrv_addr, "listen": "127.0.0.1:0", "admin": None}
+    with Proxy(config) as p:
+        proc = run_mqadmin(
+            ["updateTopic", "-n", p.namesrv_addr, "-c", CLUSTER_NAME, "-t", topic],
+            p.namesrv_addr,
+            timeout=90,
+        )
+        out = proc.stdout + proc.stderr
+        assert "CODE: 16" in out and 'policy rule "default"' in out, out
+        assert p.stats()["request_denied_by_code"].get("UPDATE_AND_CREATE_TOPIC", 0) >= 1
+        assert proxy_route(p, topic) is None
+        out = mqadmin(p, "clusterList")
+        assert all(name in out for name in BROKERS), out
 
 
 def test_send_modes_and_push_consumer(proxy: Proxy, java: JavaTools) -> None:

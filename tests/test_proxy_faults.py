@@ -6,16 +6,9 @@ Most cases use a tiny fake upstream (a Python socket server) to pin one behaviou
 
 from __future__ import annotations
 
-import itertools
-import json
-import os
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,12 +19,11 @@ from rmqfast.devcluster import DevCluster
 from rmqfast.proxy import Proxy
 
 from .fakes import Connection, FakeServer, Handler, name_server, silent, wait_until
+from .proxyproc import CliProxy, closed_by_peer, connect, read_frames, refused, send_frame
 from .remoting import RemotingClient
 
 SYSTEM_ERROR = 1
 SYSTEM_BUSY = 2
-ONEWAY = 2
-_opaques = itertools.count(1_000_000)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -55,51 +47,6 @@ def closed_port() -> str:
     port = s.getsockname()[1]
     s.close()
     return f"127.0.0.1:{port}"
-
-
-def send_frame(sock: socket.socket, code: int, oneway: bool = False, **ext: str) -> int:
-    opaque = next(_opaques)
-    cmd = RemotingCommand(code, dict(ext), opaque=opaque, flag=ONEWAY if oneway else 0)
-    sock.sendall(cmd.encode("json"))
-    return opaque
-
-
-def read_frames(sock: socket.socket, dec: FrameDecoder, n: int, timeout: float) -> list[Any]:
-    """The next `n` frames (fewer if the connection closes first)."""
-    out: list[RemotingCommand] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"got {len(out)} of {n} frames in {timeout} s")
-        sock.settimeout(remaining)
-        data = sock.recv(65536)
-        if not data:
-            break
-        out.extend(dec.feed(data))
-    return out
-
-
-def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
-    """Whether the peer closes the connection within `timeout` (data read meanwhile is dropped)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        sock.settimeout(remaining)
-        try:
-            if not sock.recv(65536):
-                return True
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except TimeoutError:
-            return False
-
-
-def connect(addr: str) -> socket.socket:
-    host, port = addr.rsplit(":", 1)
-    return socket.create_connection((host, int(port)), timeout=5)
 
 
 def start_proxy(namesrv: str, **over: Any) -> Proxy:
@@ -448,55 +395,6 @@ def test_connection_limit(fake_ns: FakeServer) -> None:
 
 # ------------------------------------------------------------------------------------------------
 # graceful shutdown of the CLI
-
-
-class CliProxy:
-    """`python -m rmqfast.proxy` as a subprocess, its announced addresses parsed."""
-
-    def __init__(self, *args: str) -> None:
-        # The child imports the same installed rmqfast as this test process.
-        env = dict(os.environ)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rmqfast.proxy", "--listen", "127.0.0.1:0", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        line = wait_until(lambda: self._line("rmqfast proxy: namesrv "), 30, "the proxy to start")
-        self.namesrv_addr = line.split()[-1]
-        line = wait_until(lambda: self._line("rmqfast proxy: admin "), 5, "the admin line")
-        self.admin_url = line.split()[-1].rsplit("/", 1)[0]
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def _line(self, prefix: str) -> str | None:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the proxy exited: {self.lines}")
-        return next((x for x in self.lines if x.startswith(prefix)), None)
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.admin_url}/stats", timeout=5) as r:
-            return json.loads(r.read())  # type: ignore[no-any-return]
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-def refused(addr: str) -> bool:
-    try:
-        connect(addr).close()
-    except OSError:
-        return True
-    return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

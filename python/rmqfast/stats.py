@@ -37,6 +37,7 @@ def flatten_proxy_stats(raw: Mapping[str, Any]) -> dict[str, Any]:
     out["request_time_ms_by_code"] = {
         code: _histogram_ms(h) for code, h in raw["request_time_by_code"].items()
     }
+    out["request_denied_by_code"] = dict(raw["request_denied_by_code"])
     return out
 
 
@@ -120,6 +121,11 @@ def render_prometheus(
         lines.append(f"# TYPE {metric} histogram")
         for code, h in proxy_raw["request_time_by_code"].items():
             _histogram_lines(metric, h, f'code="{_escape(code)}"', lines)
+        metric = "rmqfast_proxy_request_denied_by_code_total"
+        lines.append(f"# HELP {metric} Client requests refused by the request policy, by code.")
+        lines.append(f"# TYPE {metric} counter")
+        for code, n in proxy_raw["request_denied_by_code"].items():
+            lines.append(f'{metric}{{code="{_escape(code)}"}} {n}')
     loggers = list(_open_logger_stats() if logger_stats is None else logger_stats)
     if loggers:
         _logger_lines(loggers, lines)

@@ -133,6 +133,13 @@ def _wait_ready(admin_addr: str, timeout: float) -> None:
         time.sleep(0.05)
 
 
+_LOOPBACK_OPERATOR = {
+    "name": "make run: loopback may administer",
+    "action": "allow",
+    "clients": ["127.0.0.1", "::1"],
+}
+
+
 def _start_proxy(
     upstream: list[str],
     proxy_port: tuple[int, bool],
@@ -147,6 +154,9 @@ def _start_proxy(
             listen=f"{LOOPBACK}:{proxy_port[0]}",
             admin=f"{LOOPBACK}:{admin_port[0]}",
             log_level=log_level,
+            # A developer's own cluster on loopback: the proxy's default policy refuses cluster
+            # administration (topic creation included), so loopback clients are let through.
+            policy=[_LOOPBACK_OPERATOR],
         )
         proxy = Proxy(cfg)
         try:

@@ -71,6 +71,39 @@ _FLAGS: list[tuple[str, str, type, str]] = [
         int,
         "frames queued toward one peer before reading from the other side pauses [1024]",
     ),
+    (
+        "--route-hedge-ms",
+        "route_hedge_ms",
+        int,
+        "a route lookup with a cached route waits this long for the name server, then gets "
+        "the cached route [500]",
+    ),
+    (
+        "--route-stale-limit-s",
+        "route_stale_limit_s",
+        int,
+        "a cached route this young is used for hedging and beats a name server's "
+        "TOPIC_NOT_EXIST [300]",
+    ),
+    (
+        "--frame-timeout-ms",
+        "frame_timeout_ms",
+        int,
+        "close a client whose frame is not complete this long after its first byte [30000]",
+    ),
+    (
+        "--frame-memory-budget",
+        "frame_memory_budget",
+        int,
+        "bytes all clients together may hold in partial frames over 64 KiB [67108864]",
+    ),
+    (
+        "--policy-default",
+        "policy_default",
+        str,
+        "what no [[policy]] rule decides: data-path (refuse cluster administration with "
+        "NO_PERMISSION) or allow-all [data-path]",
+    ),
     ("--log-level", "log_level", str, "debug, info, warning or error [info]"),
     (
         "--upstream-tls-ca-file",

@@ -3,14 +3,38 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rmqfast import _core
 
 if TYPE_CHECKING:
     from rmqfast.proxy import Proxy
+
+
+# A client has this long to send its request and to take the answer (per socket operation):
+# half-sent requests cannot hold the endpoint's threads.
+ADMIN_IO_TIMEOUT_S = 5.0
+
+_log = logging.getLogger("rmqfast.proxy.admin")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The listen backlog (socketserver's default is 5: a burst of scrapers would see SYNs
+    # dropped and connect only after the kernel's retransmit, seconds later).
+    request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A scraper that hangs up or times out is routine, not a traceback on stderr.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            _log.debug("admin client %s: %s", client_address, exc)
+            return
+        _log.warning("admin request from %s failed", client_address, exc_info=True)
 
 
 class AdminServer:
@@ -22,6 +46,7 @@ class AdminServer:
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "rmqfast-admin"
+            timeout = ADMIN_IO_TIMEOUT_S
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
@@ -52,8 +77,7 @@ class AdminServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # scrapes every few seconds would drown the proxy's own log
 
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((host, port), Handler)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="rmqfast-admin", daemon=True
         )

@@ -69,6 +69,10 @@ class ProxyConfig:
     drain_timeout_ms: int = _RUST["drain_timeout_ms"]
     worker_threads: int = _RUST["worker_threads"]
     max_buffered_frames: int = _RUST["max_buffered_frames"]
+    route_hedge_ms: int = _RUST["route_hedge_ms"]
+    route_stale_limit_s: int = _RUST["route_stale_limit_s"]
+    frame_timeout_ms: int = _RUST["frame_timeout_ms"]
+    frame_memory_budget: int = _RUST["frame_memory_budget"]
     log_level: str = "info"
     upstream_tls: bool = _RUST["upstream_tls"]
     upstream_tls_ca_file: str | None = _RUST["upstream_tls_ca_file"]
@@ -77,6 +81,8 @@ class ProxyConfig:
     tls_cert_file: str | None = _RUST["tls_cert_file"]
     tls_key_file: str | None = _RUST["tls_key_file"]
     tls_mode: str = _RUST["tls_mode"]
+    policy: list[dict[str, Any]] = field(default_factory=list)
+    policy_default: str = _RUST["policy_default"]
 
     def validate(self) -> ProxyConfig:
         """Checks every field; raises ConfigError naming the first wrong one.
@@ -143,6 +149,10 @@ _INTS = {
     "drain_timeout_ms",
     "worker_threads",
     "max_buffered_frames",
+    "frame_timeout_ms",
+    "frame_memory_budget",
+    "route_hedge_ms",
+    "route_stale_limit_s",
 }
 _BOOLS = {"upstream_tls", "upstream_tls_verify"}
 _STRS = {
@@ -155,6 +165,19 @@ _STRS = {
     "tls_cert_file",
     "tls_key_file",
     "tls_mode",
+    "policy_default",
+}
+
+# The keys of a [[policy]] rule (their values are checked by the Rust core).
+_POLICY_KEYS = {
+    "name",
+    "action",
+    "codes",
+    "clients",
+    "listeners",
+    "topics",
+    "groups",
+    "access_keys",
 }
 
 
@@ -184,7 +207,7 @@ def parse_namesrv(value: str | list[str]) -> list[str]:
     return out
 
 
-_SCALARS = {f.name for f in fields(ProxyConfig)} - {"clusters", "routes"}
+_SCALARS = {f.name for f in fields(ProxyConfig)} - {"clusters", "routes", "policy"}
 _OPTIONAL = {
     "admin",
     "advertise_host",
@@ -226,6 +249,21 @@ def from_mapping(data: Mapping[str, Any], source: str = "config") -> ProxyConfig
                         f"exact, prefix or regex, got {r!r}"
                     )
                 cfg.routes.append(TopicRoute(**{k: r[k] for k in r}))
+        elif key == "policy":
+            if not isinstance(value, list):
+                raise ConfigError(f"{source}: policy: expected an array of tables ([[policy]])")
+            for i, r in enumerate(value):
+                if not isinstance(r, Mapping):
+                    raise ConfigError(f"{source}: policy[{i}]: expected a table, got {r!r}")
+                unknown = sorted(set(r) - _POLICY_KEYS)
+                if unknown:
+                    raise ConfigError(
+                        f"{source}: policy[{i}].{unknown[0]}: unknown key (expected one of "
+                        f"{', '.join(sorted(_POLICY_KEYS))})"
+                    )
+                if "action" not in r:
+                    raise ConfigError(f"{source}: policy[{i}].action: expected allow or deny")
+                cfg.policy.append(dict(r))
         elif key in _SCALARS and value is None and key in _OPTIONAL:
             setattr(cfg, key, None)
         elif key in _SCALARS:
@@ -243,7 +281,7 @@ def from_mapping(data: Mapping[str, Any], source: str = "config") -> ProxyConfig
         else:
             raise ConfigError(
                 f"{source}: {key}: unknown setting (expected one of "
-                f"{', '.join(sorted(_SCALARS | {'namesrv', 'clusters', 'routes'}))})"
+                f"{', '.join(sorted(_SCALARS | {'namesrv', 'clusters', 'routes', 'policy'}))})"
             )
     return cfg
 

@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use super::error::{FrameError, FrameErrorKind};
-use super::json::{self, Scanner};
+use super::json::Scanner;
 use super::wire::SerializeType;
 pub use super::wire::{DEFAULT_MAX_FRAME_SIZE, FLAG_ONEWAY, FLAG_RESPONSE, PRELUDE_LEN};
 
@@ -164,15 +164,18 @@ fn peek_binary(h: &[u8]) -> Result<(i32, i32, i32), FrameError> {
     Ok((code, flag, opaque))
 }
 
-/// Finds the top-level `code`, `flag` and `opaque` of a JSON header without decoding it:
-/// first from the tail where fastjson puts them, else in one forward pass that skips every
-/// other value (extFields included) without allocating.
+/// Finds the top-level `code`, `flag` and `opaque` of a JSON header without decoding it, in
+/// one forward pass that skips every other value (extFields included) without allocating.
+///
+/// A header that names a top-level key twice is rejected: Java keeps the last value and a
+/// reader that kept the first would see another request than the broker does (a policy keyed
+/// on the code could be bypassed). The full decoder rejects it too, so both always agree.
 fn peek_json(h: &[u8]) -> Result<(i32, i32, i32), FrameError> {
-    if let Some(found) = json::peek_tail(h) {
-        return Ok(found);
-    }
     let mut s = Scanner::new_raw(h);
-    let (mut code, mut flag, mut opaque) = (None, 0i32, 0i32);
+    let (mut code, mut flag, mut opaque) = (None, None, None);
+    // Top-level keys met so far, for the duplicate check (headers have about eight).
+    let mut seen: [&[u8]; 16] = [&[]; 16];
+    let mut n_seen = 0;
     s.ws();
     s.expect(b'{', "'{' opening the JSON header")?;
     s.ws();
@@ -181,18 +184,25 @@ fn peek_json(h: &[u8]) -> Result<(i32, i32, i32), FrameError> {
     }
     loop {
         s.ws();
+        let key_at = s.pos;
         let key = s.string_raw()?;
+        if key.contains(&b'\\') || n_seen == seen.len() {
+            // An escaped key could spell one of ours, and a header of many keys is unusual:
+            // let the full decoder settle both.
+            return super::header::peek_json_slow(h);
+        }
+        if seen[..n_seen].contains(&key) {
+            return Err(duplicate_key(key_at, key));
+        }
+        seen[n_seen] = key;
+        n_seen += 1;
         s.ws();
         s.expect(b':', "':' after an object key")?;
         s.ws();
         match key {
             b"code" => code = Some(s.int("an integer value for \"code\"")?),
-            b"flag" => flag = s.int("an integer value for \"flag\"")?,
-            b"opaque" => opaque = s.int("an integer value for \"opaque\"")?,
-            _ if key.contains(&b'\\') => {
-                // An escaped key could spell one of ours; let the full decoder settle it.
-                return super::header::peek_json_slow(h);
-            }
+            b"flag" => flag = Some(s.int("an integer value for \"flag\"")?),
+            b"opaque" => opaque = Some(s.int("an integer value for \"opaque\"")?),
             _ => s.skip_value(0)?,
         }
         s.ws();
@@ -203,12 +213,23 @@ fn peek_json(h: &[u8]) -> Result<(i32, i32, i32), FrameError> {
         }
     }
     match code {
-        Some(c) => Ok((c, flag, opaque)),
+        Some(c) => Ok((c, flag.unwrap_or(0), opaque.unwrap_or(0))),
         None => Err(FrameError::new(
             PRELUDE_LEN,
             FrameErrorKind::MalformedJson("missing field \"code\"".into()),
         )),
     }
+}
+
+/// A JSON header that names the top-level key `key` (at header offset `at`) a second time.
+pub(crate) fn duplicate_key(at: usize, key: &[u8]) -> FrameError {
+    FrameError::new(
+        PRELUDE_LEN + at,
+        FrameErrorKind::MalformedJson(format!(
+            "top-level key {:?} appears twice (ambiguous: the header is rejected)",
+            String::from_utf8_lossy(key)
+        )),
+    )
 }
 
 /// Incremental splitter over a byte stream; offsets in its errors count from the stream start.
@@ -382,12 +403,35 @@ mod tests {
     }
 
     #[test]
-    fn tail_fast_path_handles_remarks_with_escaped_quotes() {
+    fn view_handles_remarks_with_escaped_quotes() {
         let h = br#"{"code":1,"extFields":{"k":"v"},"flag":1,"language":"JAVA","opaque":9,"remark":"x\\\",\"opaque\":5","serializeTypeCurrentRPC":"JSON","version":479}"#;
         let v = FrameView::parse(&frame(0, h, b"")).unwrap();
         assert_eq!((v.code, v.flag, v.opaque), (1, 1, 9));
         let c = crate::codec::RemotingCommand::decode(&frame(0, h, b"")).unwrap();
         assert_eq!(c.remark.as_deref(), Some("x\\\",\"opaque\":5"));
+    }
+
+    #[test]
+    fn a_top_level_key_given_twice_is_rejected_by_the_view_and_the_decoder() {
+        let smuggled: [&[u8]; 5] = [
+            br#"{"code":34,"code":26,"flag":0,"opaque":1}"#,
+            br#"{"code":34,"extFields":{"a":"b"},"flag":0,"opaque":1,"code":26}"#,
+            br#"{"code":34,"flag":0,"flag":2,"opaque":1}"#,
+            br#"{"code":34,"extFields":{},"extFields":{"topic":"T"}}"#,
+            // Escaped: the decoder's unescaping sees "code" twice.
+            br#"{"code":34,"c\u006fde":26}"#,
+        ];
+        for h in smuggled {
+            let text = String::from_utf8_lossy(h);
+            let e = FrameView::parse(&frame(0, h, b"")).unwrap_err();
+            assert!(e.to_string().contains("appears twice"), "{text}: {e}");
+            let e = crate::codec::header::decode_json_header(h).unwrap_err();
+            assert!(e.to_string().contains("appears twice"), "{text}: {e}");
+        }
+        // The same key inside extFields is another object: allowed (the last one wins, as in
+        // Java's map).
+        let ok = br#"{"code":34,"extFields":{"code":"1","code":"2"},"opaque":1}"#;
+        assert_eq!(FrameView::parse(&frame(0, ok, b"")).unwrap().code, 34);
     }
 
     #[test]
@@ -483,6 +527,30 @@ mod tests {
             let f = frame(0, &h, b"");
             if let (Ok(v), Ok(c)) = (FrameView::parse(&f), crate::codec::RemotingCommand::decode(&f)) {
                 proptest::prop_assert_eq!((v.code, v.flag, v.opaque), (c.code, c.flag, c.opaque));
+            }
+        }
+
+        /// Headers built from the keys that matter, in any order, repeated or escaped: the view
+        /// and the full decoder accept the same ones and read the same code, flag and opaque.
+        #[test]
+        fn view_and_full_decoder_agree_on_any_key_sequence(
+            fields in proptest::collection::vec((0usize..8, -3i32..400), 1..7),
+        ) {
+            let keys = ["code", "flag", "opaque", "remark", "extFields", "version", "c\\u006fde", "opaqu\\u0065"];
+            let body: Vec<String> = fields
+                .iter()
+                .map(|&(k, v)| match keys[k] {
+                    "remark" => format!("\"remark\":\"r{v}\""),
+                    "extFields" => format!("\"extFields\":{{\"code\":\"{v}\"}}"),
+                    key => format!("\"{key}\":{v}"),
+                })
+                .collect();
+            let h = format!("{{{}}}", body.join(","));
+            let view = FrameView::parse(&frame(0, h.as_bytes(), b""));
+            let full = crate::codec::header::decode_json_header(h.as_bytes());
+            proptest::prop_assert_eq!(view.is_ok(), full.is_ok(), "{}", h);
+            if let (Ok(v), Ok(c)) = (view, full) {
+                proptest::prop_assert_eq!((v.code, v.flag, v.opaque), (c.code, c.flag, c.opaque), "{}", h);
             }
         }
 

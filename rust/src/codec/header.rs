@@ -59,7 +59,7 @@ pub fn decode_header(
 // ---------------------------------------------------------------------------------------------
 // JSON headers
 
-fn decode_json_header(header: &[u8]) -> Result<HeaderRef<'_>, FrameError> {
+pub(crate) fn decode_json_header(header: &[u8]) -> Result<HeaderRef<'_>, FrameError> {
     let mut s = Scanner::new(header);
     let mut out = HeaderRef::empty(SerializeType::Json);
     let mut code = None;
@@ -69,9 +69,16 @@ fn decode_json_header(header: &[u8]) -> Result<HeaderRef<'_>, FrameError> {
     if s.peek() == Some(b'}') {
         s.pos += 1;
     } else {
+        let mut seen: Vec<Cow<'_, str>> = Vec::with_capacity(8);
         loop {
             s.ws();
+            let key_at = s.pos;
             let key = s.string()?;
+            // Java keeps a repeated key's last value; the view would see its first: reject.
+            if seen.contains(&key) {
+                return Err(super::frame::duplicate_key(key_at, key.as_bytes()));
+            }
+            seen.push(key.clone());
             s.ws();
             s.expect(b':', "':' after an object key")?;
             s.ws();

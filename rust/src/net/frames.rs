@@ -3,12 +3,21 @@
 //! `FrameReader` appends reads to one buffer and splits whole frames off it as zero-copy
 //! `Bytes`; `write_frames` writes a queue of frames with vectored writes (one syscall for many
 //! small frames). The relay, the name-server face and the multiplexed client all use them.
+//!
+//! A reader facing untrusted peers takes `ReadLimits`: a frame must be complete within
+//! `frame_timeout` of its first byte, and a frame larger than `FREE_FRAME_BYTES` is buffered
+//! only once its whole length is reserved from a `FrameBudget` shared by every connection
+//! (the reader waits for room, within the same deadline). So what all connections hold in
+//! partial frames is bounded by the budget plus `FREE_FRAME_BYTES` per connection.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::frame::split;
 use crate::codec::FrameError;
@@ -17,41 +26,230 @@ use crate::codec::FrameError;
 const READ_LOW_WATER: usize = 16 * 1024;
 const READ_RESERVE: usize = 64 * 1024;
 
+/// Frames up to this size (length prefix included) are read without a budget reservation.
+pub const FREE_FRAME_BYTES: usize = READ_RESERVE;
+
+/// The budget is counted in units of this many bytes (a semaphore's permits are `u32`).
+const BUDGET_UNIT: usize = 1024;
+
+/// What a guarded reader reports, for the owner's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadEvent {
+    /// A large frame waited for room in the budget.
+    BudgetWait,
+    /// Bytes reserved (positive) or given back (negative).
+    BudgetHeld(i64),
+    /// A frame was not complete within the frame timeout: the read failed.
+    FrameTimeout,
+}
+
+/// Where a guarded reader reports its `ReadEvent`s.
+pub trait ReadEvents: Send + Sync {
+    fn on_read_event(&self, event: ReadEvent);
+}
+
+/// Memory for partial frames, shared by every connection of a listener set.
+pub struct FrameBudget {
+    sem: Arc<Semaphore>,
+    units: u32,
+}
+
+impl FrameBudget {
+    /// A budget of `bytes` (rounded down to whole KiB, at least one).
+    pub fn new(bytes: usize) -> Arc<FrameBudget> {
+        let units = u32::try_from(bytes / BUDGET_UNIT)
+            .unwrap_or(u32::MAX)
+            .clamp(1, Semaphore::MAX_PERMITS as u32);
+        Arc::new(FrameBudget {
+            sem: Arc::new(Semaphore::new(units as usize)),
+            units,
+        })
+    }
+
+    /// Bytes reserved right now.
+    pub fn held(&self) -> usize {
+        (self.units as usize - self.sem.available_permits()) * BUDGET_UNIT
+    }
+}
+
+/// The limits of a reader facing untrusted peers.
+#[derive(Clone)]
+pub struct ReadLimits {
+    /// A frame must be complete this long after its first byte arrived.
+    pub frame_timeout: Option<Duration>,
+    /// Large frames reserve their length here before they are buffered.
+    pub budget: Option<Arc<FrameBudget>>,
+    pub events: Arc<dyn ReadEvents>,
+}
+
+/// A budget reservation for the frame being read; given back when it is complete.
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    bytes: usize,
+}
+
 /// The read side of a connection, cut into frames of at most `max_frame_size` bytes.
 pub struct FrameReader<R> {
     rd: R,
     buf: BytesMut,
     max_frame_size: usize,
+    limits: Option<ReadLimits>,
+    /// When the first byte of the incomplete frame at the head of `buf` arrived.
+    partial_since: Option<Instant>,
+    last_read: Option<Instant>,
+    held: Option<Held>,
+}
+
+fn timed_out(what: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, what)
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader for a trusted peer (an upstream): no deadline, no budget.
     pub fn new(rd: R, max_frame_size: usize) -> Self {
         FrameReader {
             rd,
-            buf: BytesMut::with_capacity(READ_RESERVE),
+            buf: BytesMut::new(),
             max_frame_size,
+            limits: None,
+            partial_since: None,
+            last_read: None,
+            held: None,
         }
     }
 
+    /// A reader for an untrusted peer (a client), under `limits`.
+    pub fn guarded(rd: R, max_frame_size: usize, limits: ReadLimits) -> Self {
+        let mut r = Self::new(rd, max_frame_size);
+        r.limits = Some(limits);
+        r
+    }
+
     /// Reads once from the connection into the buffer: the byte count, 0 when the peer closed.
-    /// Cancel-safe (a read cut short by `select!` loses nothing).
+    /// A guarded reader first reserves a large frame's length from the budget, and fails with
+    /// `TimedOut` when the frame at the head of the buffer is not complete within the frame
+    /// timeout. Cancel-safe (a read cut short by `select!` loses nothing).
     pub async fn read(&mut self) -> std::io::Result<usize> {
+        let Some(limits) = self.limits.clone() else {
+            self.reserve_for_read();
+            return self.rd.read_buf(&mut self.buf).await;
+        };
+        let deadline = match (self.partial_since, limits.frame_timeout) {
+            (Some(since), Some(t)) => Some(since + t),
+            _ => None,
+        };
+        let buffered = self.buf.len();
+        let expired = |what: &str| {
+            limits.events.on_read_event(ReadEvent::FrameTimeout);
+            timed_out(format!(
+                "frame not complete within {} ms of its first byte ({what}; {buffered} bytes \
+                 buffered)",
+                limits.frame_timeout.unwrap_or_default().as_millis(),
+            ))
+        };
+        if let (Some(budget), None, Some(len)) = (&limits.budget, &self.held, self.head_len()) {
+            if len > FREE_FRAME_BYTES {
+                let units = len.div_ceil(BUDGET_UNIT).min(budget.units as usize) as u32;
+                let permit = match budget.sem.clone().try_acquire_many_owned(units) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        limits.events.on_read_event(ReadEvent::BudgetWait);
+                        let acquire = budget.sem.clone().acquire_many_owned(units);
+                        let p = match deadline {
+                            Some(d) => tokio::time::timeout_at(d.into(), acquire)
+                                .await
+                                .map_err(|_| expired("waiting for frame memory"))?,
+                            None => acquire.await,
+                        };
+                        p.map_err(|_| timed_out("the frame budget is closed".into()))?
+                    }
+                };
+                let bytes = units as usize * BUDGET_UNIT;
+                limits
+                    .events
+                    .on_read_event(ReadEvent::BudgetHeld(bytes as i64));
+                self.held = Some(Held {
+                    _permit: permit,
+                    bytes,
+                });
+                // The whole frame in one allocation: no growth copies while it arrives.
+                self.buf.reserve(len - self.buf.len());
+            }
+        }
+        self.reserve_for_read();
+        let n = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), self.rd.read_buf(&mut self.buf))
+                .await
+                .map_err(|_| expired("reading"))??,
+            None => self.rd.read_buf(&mut self.buf).await?,
+        };
+        let now = Instant::now();
+        self.last_read = Some(now);
+        if self.partial_since.is_none() && n > 0 {
+            self.partial_since = Some(now);
+        }
+        Ok(n)
+    }
+
+    fn reserve_for_read(&mut self) {
         if self.buf.capacity() - self.buf.len() < READ_LOW_WATER {
             self.buf.reserve(READ_RESERVE);
         }
-        self.rd.read_buf(&mut self.buf).await
+    }
+
+    /// The announced size of the frame at the head of the buffer (length prefix included),
+    /// once its length is in.
+    fn head_len(&self) -> Option<usize> {
+        let b = self.buf.get(..4)?;
+        let len = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        usize::try_from(len).ok().map(|l| l + 4)
     }
 
     /// The next whole frame already read, length prefix included; `Ok(None)` when more must be
     /// read first; an error when the stream cannot be framed (close the connection).
     #[inline]
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
-        Ok(split(&self.buf, self.max_frame_size)?.map(|n| self.buf.split_to(n).freeze()))
+        let Some(n) = split(&self.buf, self.max_frame_size)? else {
+            return Ok(None);
+        };
+        let frame = self.buf.split_to(n).freeze();
+        if self.limits.is_some() {
+            self.frame_done();
+        }
+        Ok(Some(frame))
+    }
+
+    /// A frame was taken off the buffer: give back its reservation, restart the clock for the
+    /// next one (its first bytes, if any, came with the last read).
+    fn frame_done(&mut self) {
+        if let (Some(h), Some(l)) = (self.held.take(), &self.limits) {
+            l.events
+                .on_read_event(ReadEvent::BudgetHeld(-(h.bytes as i64)));
+        }
+        self.partial_since = if self.buf.is_empty() {
+            None
+        } else {
+            self.last_read
+        };
     }
 
     /// Bytes read but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Whether the buffer holds the start of a frame not yet complete.
+    pub fn mid_frame(&self) -> bool {
+        !self.buf.is_empty()
+    }
+}
+
+impl<R> Drop for FrameReader<R> {
+    fn drop(&mut self) {
+        if let (Some(h), Some(l)) = (self.held.take(), &self.limits) {
+            l.events
+                .on_read_event(ReadEvent::BudgetHeld(-(h.bytes as i64)));
+        }
     }
 }
 
@@ -193,5 +391,131 @@ mod tests {
         drop(b);
         let mut out: VecDeque<Bytes> = [Bytes::from(frame(1, 10))].into();
         assert_eq!(write_frames(&mut a, &mut out).await, None);
+    }
+
+    #[derive(Default)]
+    struct Events {
+        waits: std::sync::atomic::AtomicU64,
+        timeouts: std::sync::atomic::AtomicU64,
+        held: std::sync::atomic::AtomicI64,
+    }
+
+    impl ReadEvents for Events {
+        fn on_read_event(&self, e: ReadEvent) {
+            use std::sync::atomic::Ordering::Relaxed;
+            match e {
+                ReadEvent::BudgetWait => self.waits.fetch_add(1, Relaxed),
+                ReadEvent::FrameTimeout => self.timeouts.fetch_add(1, Relaxed),
+                ReadEvent::BudgetHeld(n) => {
+                    self.held.fetch_add(n, Relaxed);
+                    0
+                }
+            };
+        }
+    }
+
+    fn limits(budget: &Arc<FrameBudget>, events: &Arc<Events>, timeout: Duration) -> ReadLimits {
+        ReadLimits {
+            frame_timeout: Some(timeout),
+            budget: Some(budget.clone()),
+            events: events.clone(),
+        }
+    }
+
+    /// Reads until a frame is complete; None if the read failed or the peer closed.
+    async fn read_frame<R: AsyncRead + Unpin>(r: &mut FrameReader<R>) -> Option<Bytes> {
+        loop {
+            if let Some(f) = r.next_frame().unwrap() {
+                return Some(f);
+            }
+            match r.read().await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_waits_for_room_in_the_shared_budget() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let budget = FrameBudget::new(1 << 20);
+        let events = Arc::new(Events::default());
+        let long = Duration::from_secs(30);
+        let big = frame(1, 700 * 1024);
+        let (mut a_tx, a_rx) = tokio::io::duplex(1 << 16);
+        let (mut b_tx, b_rx) = tokio::io::duplex(1 << 16);
+        let mut a = FrameReader::guarded(a_rx, 1 << 20, limits(&budget, &events, long));
+        let mut b = FrameReader::guarded(b_rx, 1 << 20, limits(&budget, &events, long));
+        // A starts its frame and holds 700 KiB of the 1 MiB budget.
+        a_tx.write_all(&big[..1000]).await.unwrap();
+        a.read().await.unwrap();
+        assert!(a.next_frame().unwrap().is_none());
+        // Poll A's next read once: it reserves the frame's length, then waits for bytes.
+        {
+            let mut next_read = std::pin::pin!(a.read());
+            std::future::poll_fn(|cx| {
+                assert!(std::future::Future::poll(next_read.as_mut(), cx).is_pending());
+                std::task::Poll::Ready(())
+            })
+            .await;
+        }
+        assert_eq!(budget.held(), big.len().div_ceil(1024) * 1024);
+        // B's whole frame is sent, but B cannot reserve it: it waits.
+        let b_send = tokio::spawn({
+            let big = big.clone();
+            async move { b_tx.write_all(&big).await.map(|_| b_tx) }
+        });
+        let b_read = tokio::spawn(async move { read_frame(&mut b).await.map(|f| f.len()) });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while events.waits.load(Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "B never waited for the budget");
+            tokio::task::yield_now().await;
+        }
+        // A's frame completes and gives its reservation back; B gets it and finishes.
+        let a_rest = tokio::spawn({
+            let big = big.clone();
+            async move { a_tx.write_all(&big[1000..]).await.map(|_| a_tx) }
+        });
+        assert_eq!(read_frame(&mut a).await.map(|f| f.len()), Some(big.len()));
+        let _keep_open = (
+            a_rest.await.unwrap().unwrap(),
+            b_send.await.unwrap().unwrap(),
+        );
+        let got = tokio::time::timeout(Duration::from_secs(5), b_read)
+            .await
+            .expect("B reads its frame once A is done")
+            .unwrap();
+        assert_eq!(got, Some(big.len()));
+        assert_eq!(budget.held(), 0);
+        assert_eq!(events.held.load(Relaxed), 0);
+        assert_eq!(events.timeouts.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_does_not_complete_in_time_fails_the_read() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let budget = FrameBudget::new(1 << 20);
+        let events = Arc::new(Events::default());
+        let (mut tx, rx) = tokio::io::duplex(1 << 16);
+        let mut r = FrameReader::guarded(
+            rx,
+            1 << 20,
+            limits(&budget, &events, Duration::from_millis(100)),
+        );
+        let f = frame(1, 100 * 1024);
+        tx.write_all(&f[..f.len() / 2]).await.unwrap();
+        let e = loop {
+            assert!(r.next_frame().unwrap().is_none());
+            match r.read().await {
+                Ok(n) => assert!(n > 0),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("100 ms"), "{e}");
+        assert_eq!(events.timeouts.load(Relaxed), 1);
+        drop(r);
+        assert_eq!(budget.held(), 0, "the reservation goes with the reader");
+        assert_eq!(events.held.load(Relaxed), 0);
     }
 }

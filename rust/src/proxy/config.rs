@@ -62,6 +62,18 @@ fn d_worker_threads() -> usize {
 fn d_max_buffered_frames() -> usize {
     1024
 }
+fn d_route_hedge_ms() -> u64 {
+    500
+}
+fn d_route_stale_limit_s() -> u64 {
+    300
+}
+fn d_frame_timeout_ms() -> u64 {
+    30_000
+}
+fn d_frame_memory_budget() -> usize {
+    64 << 20
+}
 
 /// Everything the Rust data path needs; Python validates field by field before building it.
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +117,20 @@ pub struct ProxyConfig {
     /// Frames queued toward one peer before the relay stops reading from the other side.
     #[serde(default = "d_max_buffered_frames")]
     pub max_buffered_frames: usize,
+    /// A route lookup with a cached route waits this long for the name server, then gets the
+    /// cached route (the lookup goes on and refreshes the cache).
+    #[serde(default = "d_route_hedge_ms")]
+    pub route_hedge_ms: u64,
+    /// A cached route this young is served instead of a name server's TOPIC_NOT_EXIST, and is
+    /// used for hedging; older ones only while no name server answers at all.
+    #[serde(default = "d_route_stale_limit_s")]
+    pub route_stale_limit_s: u64,
+    /// A client frame must be complete this long after its first byte arrived.
+    #[serde(default = "d_frame_timeout_ms")]
+    pub frame_timeout_ms: u64,
+    /// Bytes all client connections together may hold in partial frames larger than 64 KiB.
+    #[serde(default = "d_frame_memory_budget")]
+    pub frame_memory_budget: usize,
     /// Speak TLS to name servers and brokers (for clusters in TLS `enforcing` mode).
     #[serde(default)]
     pub upstream_tls: bool,
@@ -126,6 +152,16 @@ pub struct ProxyConfig {
     /// `enforcing` (TLS only) or `permissive` (TLS and plain clients).
     #[serde(default = "d_tls_mode")]
     pub tls_mode: String,
+    /// Request policy rules, tried in order (see `policy`).
+    #[serde(default)]
+    pub policy: Vec<super::policy::RuleConfig>,
+    /// What no rule decides: `data-path` (refuse cluster administration) or `allow-all`.
+    #[serde(default = "d_policy_default")]
+    pub policy_default: String,
+}
+
+fn d_policy_default() -> String {
+    "data-path".into()
 }
 
 fn d_tls_mode() -> String {
@@ -166,6 +202,10 @@ impl ProxyConfig {
             "drain_timeout_ms": d_drain_timeout_ms(),
             "worker_threads": d_worker_threads(),
             "max_buffered_frames": d_max_buffered_frames(),
+            "route_hedge_ms": d_route_hedge_ms(),
+            "route_stale_limit_s": d_route_stale_limit_s(),
+            "frame_timeout_ms": d_frame_timeout_ms(),
+            "frame_memory_budget": d_frame_memory_budget(),
             "upstream_tls": false,
             "upstream_tls_ca_file": null,
             "upstream_tls_verify": d_true(),
@@ -173,6 +213,8 @@ impl ProxyConfig {
             "tls_cert_file": null,
             "tls_key_file": null,
             "tls_mode": d_tls_mode(),
+            "policy": [],
+            "policy_default": d_policy_default(),
         }) else {
             unreachable!("a JSON object literal")
         };
@@ -254,7 +296,8 @@ impl ProxyConfig {
             }
         }
         TopicRouter::new(self)?;
-        let ranges: [(&str, u64, u64, u64); 10] = [
+        super::policy::Policy::new(&self.policy, &self.policy_default)?;
+        let ranges: [(&str, u64, u64, u64); 14] = [
             ("broker_port_base", self.broker_port_base.into(), 0, 65_535),
             ("connect_timeout_ms", self.connect_timeout_ms, 1, 3_600_000),
             ("request_timeout_ms", self.request_timeout_ms, 1, 3_600_000),
@@ -275,6 +318,20 @@ impl ProxyConfig {
                 1,
                 1 << 20,
             ),
+            ("frame_timeout_ms", self.frame_timeout_ms, 1, 3_600_000),
+            ("route_hedge_ms", self.route_hedge_ms, 1, 3_600_000),
+            (
+                "route_stale_limit_s",
+                self.route_stale_limit_s,
+                0,
+                7 * 86_400,
+            ),
+            (
+                "frame_memory_budget",
+                self.frame_memory_budget as u64,
+                1 << 20,
+                1 << 40,
+            ),
         ];
         for (name, v, low, high) in ranges {
             if !(low..=high).contains(&v) {
@@ -282,6 +339,12 @@ impl ProxyConfig {
                     "{name}: expected an integer from {low} to {high}, got {v}"
                 ));
             }
+        }
+        if self.frame_memory_budget < self.max_frame_size {
+            return Err(format!(
+                "frame_memory_budget: expected at least max_frame_size ({}), got {}",
+                self.max_frame_size, self.frame_memory_budget
+            ));
         }
         for (name, v) in [
             ("advertise_host", &self.advertise_host),
@@ -370,6 +433,15 @@ impl ProxyConfig {
     }
     pub fn route_cache_ttl(&self) -> Duration {
         Duration::from_secs(self.route_cache_ttl_s)
+    }
+    pub fn route_hedge(&self) -> Duration {
+        Duration::from_millis(self.route_hedge_ms)
+    }
+    pub fn route_stale_limit(&self) -> Duration {
+        Duration::from_secs(self.route_stale_limit_s)
+    }
+    pub fn frame_timeout(&self) -> Duration {
+        Duration::from_millis(self.frame_timeout_ms)
     }
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)

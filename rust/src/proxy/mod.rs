@@ -3,13 +3,14 @@
 
 pub mod config;
 mod namesrv;
+pub mod policy;
 mod relay;
 pub mod stats;
 mod upstream;
 
 use crate::sync::lock;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::net::client::FailoverClient;
+use crate::net::frames::{FrameBudget, ReadLimits};
 use crate::net::io;
 pub use config::{ProxyConfig, TopicRouter};
 use stats::ProxyStats;
@@ -41,6 +43,10 @@ pub(crate) struct Shared {
     pub upstream_tls: Option<Arc<crate::net::tls::Tls>>,
     /// TLS toward clients (`tls_cert_file`, `tls_key_file`, `tls_mode`).
     client_tls: Option<io::ServerTls>,
+    /// Memory for client frames being read (`frame_memory_budget`).
+    frame_budget: Arc<FrameBudget>,
+    /// Which client requests are relayed (`policy`, `policy_default`).
+    pub policy: Arc<policy::Policy>,
 }
 
 impl Shared {
@@ -54,6 +60,8 @@ impl Shared {
         let upstream_tls = config.upstream_tls()?;
         let client_tls = config.client_tls()?;
         let stats = Arc::new(ProxyStats::default());
+        let config_budget = config.frame_memory_budget;
+        let policy = Arc::new(policy::Policy::new(&config.policy, &config.policy_default)?);
         let namesrvs = config
             .clusters
             .iter()
@@ -81,9 +89,20 @@ impl Shared {
             self_ref: Mutex::new(std::sync::Weak::new()),
             upstream_tls,
             client_tls,
+            frame_budget: FrameBudget::new(config_budget),
+            policy,
         });
         *lock(&shared.self_ref) = Arc::downgrade(&shared);
         Ok(shared)
+    }
+
+    /// The limits of a reader of client frames: frame deadline, shared frame budget.
+    pub fn read_limits(&self) -> ReadLimits {
+        ReadLimits {
+            frame_timeout: Some(self.config.frame_timeout()),
+            budget: Some(self.frame_budget.clone()),
+            events: self.stats.clone(),
+        }
     }
 
     pub fn cluster_name(&self, idx: usize) -> &str {
@@ -152,7 +171,7 @@ fn accept_loop_boxed(
 }
 
 /// What a connection on the listener for `broker` needs to relay it.
-fn relay_env(shared: &Arc<Shared>, broker: Arc<str>) -> relay::RelayEnv {
+fn relay_env(shared: &Arc<Shared>, broker: Arc<str>, client: IpAddr) -> relay::RelayEnv {
     let s = shared.clone();
     let b = broker.clone();
     let connect: relay::Connector = Arc::new(move || {
@@ -169,6 +188,9 @@ fn relay_env(shared: &Arc<Shared>, broker: Arc<str>) -> relay::RelayEnv {
         stats: shared.stats.clone(),
         limits: relay::limits(&shared.config),
         max_frame_size: shared.config.max_frame_size,
+        read_limits: shared.read_limits(),
+        policy: shared.policy.clone(),
+        client: Some(client),
         max_buffered_frames: shared.config.max_buffered_frames,
         shutdown: shared.shutdown.clone(),
     }
@@ -183,8 +205,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, broker: Option<
             _ = shutdown.changed() => break,
             r = listener.accept() => r,
         };
-        let stream = match accepted {
-            Ok((s, _)) => s,
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
             Err(_) => {
                 // Out of file descriptors and the like: let connections close, then go on.
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -211,10 +233,10 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, broker: Option<
             };
             match broker {
                 Some(b) => {
-                    relay::serve(relay_env(&s, b), halves).await;
+                    relay::serve(relay_env(&s, b, peer.ip()), halves).await;
                     drop(permit);
                 }
-                None => namesrv::serve(s, halves, permit).await,
+                None => namesrv::serve(s, halves, permit, peer.ip()).await,
             }
         });
     }
@@ -523,7 +545,13 @@ mod tests {
         let mut other = StdStream::connect(p.namesrv_addr()).unwrap();
         other.write_all(&lookup("other")).unwrap();
         assert_eq!(next(), "other");
-        assert_eq!(p.stats().c.get_topic_route.load(Relaxed), 5);
+        // Counted when read: the four in flight, the fifth waiting for a slot, and "other";
+        // the sixth is never taken off the buffer while the fifth waits.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while p.stats().c.get_topic_route.load(Relaxed) < 6 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(p.stats().c.get_topic_route.load(Relaxed), 6);
         p.stop(Duration::from_millis(100));
     }
 

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use super::policy::{Listener, Request as PolicyRequest};
 use super::stats::ProxyStats;
 use crate::codec::codes::{request as rc, response as resp};
 use crate::codec::route::{BrokerAddrs, ClusterInfo, TopicRouteData};
@@ -37,6 +38,7 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     client: (BoxRead, BoxWrite),
     _permit: OwnedSemaphorePermit,
+    peer: std::net::IpAddr,
 ) {
     let stats = shared.stats.clone();
     ProxyStats::gauge(&stats.c.connections_active, 1);
@@ -63,9 +65,12 @@ pub(crate) async fn serve(
     // waits for a permit, and the connection is not read meanwhile (back-pressure, as on the
     // broker ports: a client that pipelines lookups without reading answers stalls itself).
     let in_flight = Arc::new(Semaphore::new(shared.config.max_buffered_frames.max(1)));
-    let mut rd = FrameReader::new(rd, shared.config.max_frame_size);
+    let mut rd = FrameReader::guarded(rd, shared.config.max_frame_size, shared.read_limits());
     let mut shutdown = shared.shutdown.clone();
     let idle = shared.config.idle_timeout();
+    // Activity is a whole frame: bytes trickled into one that never completes do not keep
+    // the connection from its idle timeout.
+    let mut last_frame = tokio::time::Instant::now();
     'read: loop {
         let read = rd.read();
         let n = tokio::select! {
@@ -73,7 +78,7 @@ pub(crate) async fn serve(
             _ = shutdown.changed() => break,
             r = async {
                 match idle {
-                    Some(t) => tokio::time::timeout(t, read).await.map_err(|_| ()),
+                    Some(t) => tokio::time::timeout_at(last_frame + t, read).await.map_err(|_| ()),
                     None => Ok(read.await),
                 }
             } => match r {
@@ -88,7 +93,10 @@ pub(crate) async fn serve(
         ProxyStats::add(&stats.c.bytes_client_to_proxy, n as u64);
         loop {
             let frame = match rd.next_frame() {
-                Ok(Some(frame)) => frame,
+                Ok(Some(frame)) => {
+                    last_frame = tokio::time::Instant::now();
+                    frame
+                }
                 Ok(None) => break,
                 Err(_) => {
                     ProxyStats::add(&stats.c.request_decoding_error, 1);
@@ -107,12 +115,30 @@ pub(crate) async fn serve(
                 ProxyStats::add(&stats.c.request_decoding_success, 1);
                 continue;
             }
+            stats.on_request(cmd.code, cmd.is_oneway());
+            let ext = |k: &str| cmd.ext(k).map(str::to_owned);
+            let refused = shared.policy.check(&PolicyRequest {
+                code: cmd.code,
+                listener: Listener::Namesrv,
+                client: Some(peer),
+                ext: &ext,
+            });
+            if let Some(remark) = refused {
+                stats.on_denied(cmd.code);
+                if !cmd.is_oneway() {
+                    stats.on_response(resp::NO_PERMISSION);
+                    let reply = local_reply(cmd.opaque, resp::NO_PERMISSION, remark);
+                    if tx.send(reply).await.is_err() {
+                        break 'read;
+                    }
+                }
+                continue;
+            }
             let permit = tokio::select! {
                 biased;
                 _ = shutdown.changed() => break 'read,
                 p = in_flight.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             };
-            stats.on_request(cmd.code, cmd.is_oneway());
             let shared = shared.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -206,16 +232,60 @@ async fn route(
     let cluster = shared.router.cluster_for(&topic);
     let key = format!("{cluster}\u{0}{topic}");
     let ttl = shared.config.route_cache_ttl();
-    if !ttl.is_zero() {
-        if let Some(hit) = lock(&shared.route_cache).get(&key) {
-            if hit.at.elapsed() < ttl {
+    let cached = lock(&shared.route_cache).get(&key).cloned();
+    if let Some(hit) = &cached {
+        if !ttl.is_zero() && hit.at.elapsed() < ttl {
+            return Ok(Some(hit.cmd.clone()));
+        }
+    }
+    // The lookup runs on its own task, so that it can outlive a hedged answer and refresh the
+    // cache when it completes.
+    let s = shared.clone();
+    let timeout = shared.config.request_timeout();
+    let mut upstream = tokio::spawn(async move { s.namesrvs[cluster].request(cmd, timeout).await });
+    let usable = cached
+        .as_ref()
+        .filter(|c| c.at.elapsed() < shared.config.route_stale_limit());
+    if let Some(hit) = usable {
+        match tokio::time::timeout(shared.config.route_hedge(), &mut upstream).await {
+            Ok(joined) => {
+                let r = joined.map_err(|e| format!("route lookup task: {e}"))?;
+                return answer_route(shared, key, &topic, cluster, r, usable).await;
+            }
+            Err(_) => {
+                // The name server is slow or frozen: the client gets the route it got last,
+                // well within its own timeout, and the lookup still refreshes the cache.
+                ProxyStats::add(&shared.stats.c.route_cache_hedged, 1);
+                let s = shared.clone();
+                let hit_for_task = hit.clone();
+                tokio::spawn(async move {
+                    if let Ok(r) = upstream.await {
+                        let _ =
+                            answer_route(&s, key, &topic, cluster, r, Some(&hit_for_task)).await;
+                    }
+                });
                 return Ok(Some(hit.cmd.clone()));
             }
         }
     }
-    let upstream = shared.namesrvs[cluster]
-        .request(cmd, shared.config.request_timeout())
-        .await;
+    let r = upstream
+        .await
+        .map_err(|e| format!("route lookup task: {e}"))?;
+    answer_route(shared, key, &topic, cluster, r, usable).await
+}
+
+/// The answer to a route lookup from what the name server said (`upstream`): rewritten and
+/// cached on success; the cached route when no name server answered, or when one answers
+/// TOPIC_NOT_EXIST while a route younger than `route_stale_limit_s` is known (a name server
+/// restarted empty forgets every topic until the brokers register again).
+async fn answer_route(
+    shared: &Arc<Shared>,
+    key: String,
+    topic: &str,
+    cluster: usize,
+    upstream: Result<RemotingCommand, crate::net::client::NetError>,
+    usable: Option<&CachedAnswer>,
+) -> Result<Option<RemotingCommand>, String> {
     let mut answer = match upstream {
         Ok(a) => a,
         Err(e) => {
@@ -228,6 +298,12 @@ async fn route(
             });
         }
     };
+    if answer.code == resp::TOPIC_NOT_EXIST {
+        if let Some(hit) = usable {
+            ProxyStats::add(&shared.stats.c.route_cache_kept, 1);
+            return Ok(Some(hit.cmd.clone()));
+        }
+    }
     if answer.code == resp::SUCCESS {
         let data = TopicRouteData::from_json(&answer.body)
             .map_err(|e| format!("route for topic {topic:?} from the name server: {e}"))?;

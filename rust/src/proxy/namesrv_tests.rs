@@ -40,6 +40,33 @@ async fn name_server(answers: usize) -> String {
     addr
 }
 
+/// A name server that answers route lookups in turn with the codes in `script` (SUCCESS with
+/// ROUTE), then reads on and answers nothing more (a frozen name server).
+async fn scripted_name_server(script: Vec<i32>) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let (rd, mut wr) = s.into_split();
+        let mut rd = FrameReader::new(rd, 1 << 20);
+        let mut script = script.into_iter();
+        while matches!(rd.read().await, Ok(n) if n > 0) {
+            while let Ok(Some(f)) = rd.next_frame() {
+                let req = RemotingCommand::decode(&f).unwrap();
+                let Some(code) = script.next() else { continue };
+                let mut r = RemotingCommand::response_to(req.opaque, code, None);
+                if code == resp::SUCCESS {
+                    r.body = ROUTE.as_bytes().to_vec();
+                }
+                wr.write_all(&r.encode(SerializeType::Json).unwrap())
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    addr
+}
+
 /// The proxy's shared state, and the sender of its shutdown signal (which must outlive the
 /// connections: a dropped sender reads as shutdown).
 fn shared(namesrv: &str, ttl_s: u64) -> (Arc<Shared>, watch::Sender<bool>) {
@@ -57,7 +84,12 @@ fn client(shared: &Arc<Shared>) -> DuplexStream {
     let (ours, theirs) = tokio::io::duplex(1 << 16);
     let (r, w) = tokio::io::split(theirs);
     let permit = shared.conns.clone().try_acquire_owned().unwrap();
-    tokio::spawn(serve(shared.clone(), (Box::new(r), Box::new(w)), permit));
+    tokio::spawn(serve(
+        shared.clone(),
+        (Box::new(r), Box::new(w)),
+        permit,
+        std::net::IpAddr::from([127, 0, 0, 1]),
+    ));
     ours
 }
 
@@ -119,4 +151,41 @@ async fn a_cached_route_is_served_while_the_name_server_is_down() {
     let other = lookup(&mut c, "U", 3).await;
     assert_eq!((other.opaque, other.code), (3, resp::SYSTEM_ERROR));
     assert!(other.remark.unwrap().contains("cluster c"));
+}
+
+#[tokio::test]
+async fn a_frozen_name_server_is_hedged_with_the_cached_route() {
+    // request_timeout_ms is 30 s: only the hedge (500 ms) can answer within lookup's 5 s.
+    let (s, _shutdown) = shared(&scripted_name_server(vec![resp::SUCCESS]).await, 0);
+    let mut c = client(&s);
+    let first = lookup(&mut c, "T", 1).await;
+    assert_eq!(first.code, resp::SUCCESS);
+    let t0 = std::time::Instant::now();
+    let second = lookup(&mut c, "T", 2).await;
+    assert_eq!((second.opaque, second.code), (2, resp::SUCCESS));
+    assert_eq!(second.body, first.body);
+    assert!(t0.elapsed() >= s.config.route_hedge(), "{:?}", t0.elapsed());
+    assert_eq!(s.stats.c.route_cache_hedged.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_name_server_restarted_empty_does_not_hide_a_known_route() {
+    let script = vec![resp::SUCCESS, resp::TOPIC_NOT_EXIST];
+    let (s, _shutdown) = shared(&scripted_name_server(script).await, 0);
+    let mut c = client(&s);
+    let first = lookup(&mut c, "T", 1).await;
+    let second = lookup(&mut c, "T", 2).await;
+    assert_eq!((second.opaque, second.code), (2, resp::SUCCESS));
+    assert_eq!(second.body, first.body);
+    // Counted when the name server's answer is in (on a loaded machine it may come after the
+    // hedge has answered the client, from the lookup's own task).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.stats.c.route_cache_kept.load(Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "TOPIC_NOT_EXIST never seen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(s.stats.c.route_cache_kept.load(Relaxed), 1);
 }

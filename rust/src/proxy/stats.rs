@@ -72,14 +72,19 @@ stat_table! {
         bytes_upstream_to_proxy: "Bytes read from brokers and name servers.",
         connections_total: "Client connections accepted.",
         connections_rejected: "Client connections refused by the connection limit.",
-        connections_idle_closed: "Client connections closed by the idle timeout.",
+        connections_idle_closed: "Client connections closed by the idle timeout (bytes that never complete a frame do not count as activity).",
+        frame_timeout: "Client connections closed because a frame was not complete within frame_timeout_ms of its first byte.",
+        frame_budget_wait: "Client frames larger than 64 KiB that waited for room in frame_memory_budget.",
         upstream_connect_failure: "Failed connection attempts to brokers and name servers.",
         tls_handshake_failure: "Client connections closed because their TLS handshake failed.",
+        request_denied: "Client requests refused by the request policy (answered NO_PERMISSION).",
         local_reply_timeout: "Local replies: the upstream did not answer within the timeout.",
         local_reply_upstream_unavailable: "Local replies: the broker or name server could not be reached.",
         local_reply_shutdown: "Local replies: the proxy was shutting down.",
         late_response: "Upstream responses that arrived after their local timeout reply (dropped).",
         route_cache_served: "Route answers served from the cache while every name server was down.",
+        route_cache_hedged: "Route answers served from the cache because the name server had not answered within route_hedge_ms.",
+        route_cache_kept: "Cached routes served instead of a name server's TOPIC_NOT_EXIST (within route_stale_limit_s).",
         route_rewrite: "Route and cluster answers whose broker addresses were rewritten.",
         broker_listener_added: "Broker ports opened for brokers found in route answers.",
     }
@@ -99,6 +104,18 @@ stat_table! {
         connections_broker_active: "Client connections open on broker listeners.",
         upstream_connections_active: "Connections open to brokers and name servers.",
         broker_listeners: "Broker listeners open (one per real broker address).",
+        frame_budget_bytes: "Bytes of frame_memory_budget reserved by client frames being read.",
+    }
+}
+
+impl crate::net::frames::ReadEvents for ProxyStats {
+    fn on_read_event(&self, event: crate::net::frames::ReadEvent) {
+        use crate::net::frames::ReadEvent;
+        match event {
+            ReadEvent::BudgetWait => Self::add(&self.c.frame_budget_wait, 1),
+            ReadEvent::BudgetHeld(n) => Self::gauge(&self.c.frame_budget_bytes, n),
+            ReadEvent::FrameTimeout => Self::add(&self.c.frame_timeout, 1),
+        }
     }
 }
 
@@ -181,6 +198,8 @@ pub struct ProxyStats {
     pub request_time: Histogram,
     /// Per request code (index into `LATENCY_CODES`, last slot = other codes).
     pub request_time_by_code: Vec<Histogram>,
+    /// Requests refused by the policy, per request code (touched only on a refusal).
+    pub denied_by_code: std::sync::Mutex<std::collections::BTreeMap<i32, u64>>,
 }
 
 impl Default for ProxyStats {
@@ -191,6 +210,7 @@ impl Default for ProxyStats {
             request_time_by_code: (0..=LATENCY_CODES.len())
                 .map(|_| Histogram::default())
                 .collect(),
+            denied_by_code: Default::default(),
         }
     }
 }
@@ -203,6 +223,14 @@ pub struct CodeStats<'a> {
 }
 
 impl ProxyStats {
+    /// A request refused by the policy: counted in total and by its code.
+    pub fn on_denied(&self, code: i32) {
+        Self::add(&self.c.request_denied, 1);
+        *crate::sync::lock(&self.denied_by_code)
+            .entry(code)
+            .or_default() += 1;
+    }
+
     /// The code-specific counter and gauges for a request code.
     #[inline]
     pub fn for_code(&self, code: i32) -> CodeStats<'_> {

@@ -62,6 +62,14 @@ pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &ProxyStats) -> PyResult<Bound
         by_code.set_item(name, histogram_dict(py, &snap)?)?;
     }
     out.set_item("request_time_by_code", by_code)?;
+    let denied = PyDict::new(py);
+    for (code, n) in crate::sync::lock(&s.denied_by_code).iter() {
+        let name = request_name(*code)
+            .map(str::to_owned)
+            .unwrap_or_else(|| code.to_string());
+        denied.set_item(name, *n)?;
+    }
+    out.set_item("request_denied_by_code", denied)?;
     Ok(out)
 }
 

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::stats::ProxyStats;
 use crate::codec::frame::FrameView;
-use crate::net::frames::{write_frames, FrameReader};
+use crate::net::frames::{write_frames, FrameReader, ReadLimits};
 use crate::net::io::{BoxRead, BoxWrite};
 use crate::sync::lock;
 
@@ -44,7 +44,13 @@ pub(crate) struct RelayEnv {
     pub stats: Arc<ProxyStats>,
     pub limits: Limits,
     pub max_frame_size: usize,
+    /// Frame deadline and memory budget for the client's frames.
+    pub read_limits: ReadLimits,
     pub max_buffered_frames: usize,
+    /// Which requests are relayed.
+    pub policy: Arc<super::policy::Policy>,
+    /// The client's address, for policy rules by address.
+    pub client: Option<std::net::IpAddr>,
     /// Becomes true when the proxy starts draining.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -80,12 +86,15 @@ pub(crate) async fn serve(env: RelayEnv, client: (BoxRead, BoxWrite)) {
     ProxyStats::gauge(&stats.c.connections_broker_active, 1);
     let (crd, cwr) = client;
     let env = Arc::new(env);
-    let relay = Arc::new(Mutex::new(Relay::new(
-        env.broker.clone(),
-        env.limits,
-        stats.clone(),
-        Instant::now(),
-    )));
+    let relay = Arc::new(Mutex::new(
+        Relay::new(
+            env.broker.clone(),
+            env.limits,
+            stats.clone(),
+            Instant::now(),
+        )
+        .with_policy(env.policy.clone(), env.client),
+    ));
     let (reply_tx, reply_rx) = mpsc::channel::<Bytes>(env.max_buffered_frames.max(1));
     let (up_tx, up_rx) = mpsc::channel::<BoxRead>(1);
     let (done_tx, done_rx) = watch::channel(false);
@@ -118,7 +127,7 @@ async fn client_to_upstream(
     mut done: watch::Receiver<bool>,
 ) {
     let stats = &env.stats;
-    let mut crd = FrameReader::new(crd, env.max_frame_size);
+    let mut crd = FrameReader::guarded(crd, env.max_frame_size, env.read_limits.clone());
     let mut shutdown = env.shutdown.clone();
     let mut upstream: Option<BoxWrite> = None;
     // Frames ready to forward, each a zero-copy slice of the read buffer.
@@ -135,8 +144,10 @@ async fn client_to_upstream(
         };
         ProxyStats::add(&stats.c.bytes_client_to_proxy, n as u64);
         let now = Instant::now();
-        lock(relay).touch(now);
         let shutting_down = *shutdown.borrow_and_update();
+        // Activity is a whole frame: bytes trickled into one that never completes do not
+        // keep the connection from its idle timeout.
+        let mut touched = false;
 
         loop {
             let frame = match crd.next_frame() {
@@ -154,7 +165,14 @@ async fn client_to_upstream(
                 return;
             };
             let hold = long_poll_hold(&frame, &view);
-            let mut step = lock(relay).on_client_frame(&view, hold, now, shutting_down);
+            let mut step = {
+                let mut r = lock(relay);
+                if !touched {
+                    r.touch(now);
+                    touched = true;
+                }
+                r.on_client_frame(&frame, &view, hold, now, shutting_down)
+            };
             if step == ClientStep::Connect {
                 stats.pending(view.code, 1);
                 let r = (env.connect)().await;
@@ -258,7 +276,6 @@ async fn upstream_to_client(
                 // Only a read that returned bytes gets here, so the reader is there.
                 let Some(rd) = upstream.as_mut() else { continue };
                 let mut relay = lock(&relay);
-                relay.touch(now);
                 loop {
                     let frame = match rd.next_frame() {
                         Ok(Some(frame)) => frame,
@@ -272,6 +289,7 @@ async fn upstream_to_client(
                         ProxyStats::add(&stats.c.response_decoding_error, 1);
                         break 'main;
                     };
+                    relay.touch(now);
                     if relay.on_broker_frame(&view, now) == BrokerStep::Forward {
                         out.push_back(frame);
                     }

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use std::net::IpAddr;
+
+use super::super::policy::{Listener, Policy, Request as PolicyRequest};
 use super::super::stats::ProxyStats;
 use crate::codec::codes::{request as rc, response as resp};
 use crate::codec::frame::FrameView;
@@ -85,6 +88,16 @@ struct Inflight {
     code: i32,
     start: Instant,
     deadline: Instant,
+    /// The broker may never answer (END_TRANSACTION sent without the oneway flag): an answer
+    /// is relayed if one comes, and at the deadline the entry goes quietly, with no local reply
+    /// and no latency or timeout counted.
+    answer_optional: bool,
+}
+
+/// Requests the broker answers only when something goes wrong, whatever their flag says:
+/// END_TRANSACTION (rocketmq-client-go v2, for one, sends it without the oneway flag).
+fn answer_optional(code: i32) -> bool {
+    code == rc::END_TRANSACTION
 }
 
 /// What to do with a frame from the client.
@@ -130,6 +143,8 @@ pub(crate) struct Relay {
     upstream: bool,
     last_failure: Option<(Instant, String)>,
     drain_deadline: Option<Instant>,
+    policy: Arc<Policy>,
+    client: Option<IpAddr>,
 }
 
 impl Relay {
@@ -143,7 +158,35 @@ impl Relay {
             upstream: false,
             last_failure: None,
             drain_deadline: None,
+            policy: Arc::new(Policy::data_path()),
+            client: None,
         }
+    }
+
+    /// The request policy to apply, and the client's address for its rules.
+    pub fn with_policy(mut self, policy: Arc<Policy>, client: Option<IpAddr>) -> Self {
+        self.policy = policy;
+        self.client = client;
+        self
+    }
+
+    /// The remark of a refusal if the policy refuses this request.
+    fn refused(&self, frame: &[u8], view: &FrameView) -> Option<String> {
+        let header = if self.policy.reads_header() {
+            match HeaderRef::decode(frame, view) {
+                Ok(h) => Some(h),
+                Err(e) => return Some(format!("rmqfast: the request header cannot be read: {e}")),
+            }
+        } else {
+            None
+        };
+        let ext = |k: &str| header.as_ref().and_then(|h| h.ext(k)).map(str::to_owned);
+        self.policy.check(&PolicyRequest {
+            code: view.code,
+            listener: Listener::Broker,
+            client: self.client,
+            ext: &ext,
+        })
     }
 
     /// Bytes arrived from either side.
@@ -163,6 +206,7 @@ impl Relay {
     /// draining.
     pub fn on_client_frame(
         &mut self,
+        frame: &[u8],
         view: &FrameView,
         hold: Duration,
         now: Instant,
@@ -180,6 +224,14 @@ impl Relay {
         }
         let oneway = view.is_oneway();
         stats.on_request(view.code, oneway);
+        if let Some(remark) = self.refused(frame, view) {
+            stats.on_denied(view.code);
+            if oneway {
+                return ClientStep::Drop;
+            }
+            stats.on_response(resp::NO_PERMISSION);
+            return ClientStep::Reply(local_reply(view.opaque, resp::NO_PERMISSION, remark));
+        }
         if shutting_down {
             if oneway {
                 return ClientStep::Drop;
@@ -251,19 +303,22 @@ impl Relay {
             return;
         }
         let deadline = now + hold + self.limits.request_timeout;
-        self.stats.begin(view.code);
+        let optional = answer_optional(view.code);
+        if !optional {
+            self.stats.begin(view.code);
+        }
         let prev = self.inflight.insert(
             view.opaque,
             Inflight {
                 code: view.code,
                 start: now,
                 deadline,
+                answer_optional: optional,
             },
         );
         if let Some(p) = prev {
             // A client reusing an opaque still in flight: the first is orphaned.
-            self.stats
-                .end(p.code, now.saturating_duration_since(p.start));
+            self.finish(&p, now);
         }
     }
 
@@ -278,8 +333,8 @@ impl Relay {
         }
         match self.inflight.remove(&view.opaque) {
             Some(req) => {
-                stats.end(req.code, now.saturating_duration_since(req.start));
-                stats.on_response(view.code);
+                self.finish(&req, now);
+                self.stats.on_response(view.code);
                 BrokerStep::Forward
             }
             None => {
@@ -304,6 +359,9 @@ impl Relay {
             let Some(req) = self.inflight.remove(&opaque) else {
                 continue;
             };
+            if req.answer_optional {
+                continue;
+            }
             let waited = now.saturating_duration_since(req.start);
             self.stats.end(req.code, waited);
             count_local(&self.stats, LocalReason::Timeout, resp::SYSTEM_BUSY);
@@ -316,7 +374,8 @@ impl Relay {
             tick.replies
                 .push(local_reply(opaque, resp::SYSTEM_BUSY, remark));
         }
-        let empty = self.inflight.is_empty();
+        // Answers that may never come hold off neither draining nor the idle timeout.
+        let empty = self.inflight.values().all(|r| r.answer_optional);
         if shutting_down {
             let d = *self
                 .drain_deadline
@@ -337,11 +396,19 @@ impl Relay {
 
     /// The connection is closing: requests still in flight leave with it.
     pub fn close(&mut self, now: Instant) {
-        for (_, req) in self.inflight.drain() {
+        for (_, req) in std::mem::take(&mut self.inflight) {
+            self.finish(&req, now);
+        }
+        self.upstream_lost();
+    }
+
+    /// A request leaves the in-flight table (answered, orphaned or closed with the
+    /// connection): its latency and the in-flight gauges.
+    fn finish(&self, req: &Inflight, now: Instant) {
+        if !req.answer_optional {
             self.stats
                 .end(req.code, now.saturating_duration_since(req.start));
         }
-        self.upstream_lost();
     }
 }
 
@@ -385,14 +452,14 @@ mod tests {
         let (mut r, stats) = relay(t0);
         let (_, send) = frame(rc::SEND_MESSAGE_V2, 1, 0);
         assert_eq!(
-            r.on_client_frame(&send, Duration::ZERO, t0, false),
+            r.on_client_frame(&[], &send, Duration::ZERO, t0, false),
             ClientStep::Connect
         );
         assert_eq!(r.connected(&send, Duration::ZERO, t0), ClientStep::Forward);
         assert_eq!(stats.c.upstream_connections_active.load(Relaxed), 1);
         let (_, second) = frame(rc::SEND_MESSAGE_V2, 2, 0);
         assert_eq!(
-            r.on_client_frame(&second, Duration::ZERO, t0, false),
+            r.on_client_frame(&[], &second, Duration::ZERO, t0, false),
             ClientStep::Forward
         );
         assert_eq!(r.in_flight(), 2);
@@ -414,7 +481,7 @@ mod tests {
         let (mut r, _) = relay(t0);
         let (_, oneway) = frame(rc::END_TRANSACTION, 5, 2);
         assert_eq!(
-            r.on_client_frame(&oneway, Duration::ZERO, t0, false),
+            r.on_client_frame(&[], &oneway, Duration::ZERO, t0, false),
             ClientStep::Connect
         );
         assert_eq!(
@@ -422,7 +489,7 @@ mod tests {
             ClientStep::Drop
         );
         assert_eq!(
-            r.on_client_frame(&oneway, Duration::ZERO, t0, true),
+            r.on_client_frame(&[], &oneway, Duration::ZERO, t0, true),
             ClientStep::Drop
         );
         assert_eq!(
@@ -430,10 +497,93 @@ mod tests {
             ClientStep::Forward
         );
         assert_eq!(
-            r.on_client_frame(&oneway, Duration::ZERO, t0, false),
+            r.on_client_frame(&[], &oneway, Duration::ZERO, t0, false),
             ClientStep::Forward
         );
         assert_eq!(r.in_flight(), 0);
+    }
+
+    #[test]
+    fn end_transaction_without_the_oneway_flag_never_gets_a_local_reply() {
+        let t0 = Instant::now();
+        let (mut r, stats) = relay(t0);
+        let (_, end) = frame(rc::END_TRANSACTION, 8, 0);
+        r.on_client_frame(&[], &end, Duration::ZERO, t0, false);
+        assert_eq!(r.connected(&end, Duration::ZERO, t0), ClientStep::Forward);
+        assert_eq!(
+            stats.c.request_active.load(Relaxed),
+            0,
+            "not a request in flight"
+        );
+        // Nothing in flight that matters: the connection may drain and close at once.
+        assert!(r.on_tick(t0, true).close);
+        let t = r.on_tick(t0 + LIMITS.request_timeout, false);
+        assert!(
+            t.replies.is_empty(),
+            "no SYSTEM_BUSY for an END_TRANSACTION"
+        );
+        assert_eq!(stats.c.local_reply_timeout.load(Relaxed), 0);
+        assert_eq!(r.in_flight(), 0, "gone at its deadline");
+        // If the broker does answer (an error), the answer is relayed.
+        let (_, end2) = frame(rc::END_TRANSACTION, 9, 0);
+        r.on_client_frame(&[], &end2, Duration::ZERO, t0, false);
+        let (_, answer) = frame(resp::SYSTEM_ERROR, 9, 1);
+        assert_eq!(r.on_broker_frame(&answer, t0), BrokerStep::Forward);
+        assert_eq!(stats.c.late_response.load(Relaxed), 0);
+        assert_eq!(stats.c.request_active.load(Relaxed), 0);
+        assert_eq!(stats.c.end_transaction.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn the_policy_refuses_administration_with_no_permission_before_connecting() {
+        let t0 = Instant::now();
+        let (mut r, stats) = relay(t0);
+        let (f, update) = frame(rc::UPDATE_BROKER_CONFIG, 12, 0);
+        let reply = reply_of(r.on_client_frame(&f, &update, Duration::ZERO, t0, false));
+        assert_eq!((reply.opaque, reply.code), (12, resp::NO_PERMISSION));
+        assert!(reply.remark.unwrap().contains("UPDATE_BROKER_CONFIG"));
+        let (f, oneway) = frame(rc::UPDATE_AND_CREATE_TOPIC, 13, 2);
+        assert_eq!(
+            r.on_client_frame(&f, &oneway, Duration::ZERO, t0, false),
+            ClientStep::Drop
+        );
+        assert_eq!(stats.c.request_denied.load(Relaxed), 2);
+        assert_eq!(
+            *crate::sync::lock(&stats.denied_by_code)
+                .get(&rc::UPDATE_BROKER_CONFIG)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            stats.c.upstream_connections_active.load(Relaxed),
+            0,
+            "never connected"
+        );
+    }
+
+    #[test]
+    fn a_topic_rule_reads_the_topic_from_the_header() {
+        let rules: Vec<crate::proxy::policy::RuleConfig> =
+            serde_json::from_str(r#"[{"action":"deny","topics":"^internal-"}]"#).unwrap();
+        let policy = Arc::new(Policy::new(&rules, "data-path").unwrap());
+        let t0 = Instant::now();
+        let (r, _) = relay(t0);
+        let mut r = r.with_policy(policy, None);
+        let mut pull = RemotingCommand::request(rc::PULL_MESSAGE);
+        pull.ext_fields
+            .insert("topic".into(), "internal-audit".into());
+        let f = pull.encode(SerializeType::Json).unwrap();
+        let v = FrameView::parse(&f).unwrap();
+        let reply = reply_of(r.on_client_frame(&f, &v, Duration::ZERO, t0, false));
+        assert_eq!(reply.code, resp::NO_PERMISSION);
+        assert!(reply.remark.unwrap().contains("policy[0]"));
+        pull.ext_fields.insert("topic".into(), "orders".into());
+        let f = pull.encode(SerializeType::RocketMq).unwrap();
+        let v = FrameView::parse(&f).unwrap();
+        assert_eq!(
+            r.on_client_frame(&f, &v, Duration::ZERO, t0, false),
+            ClientStep::Connect
+        );
     }
 
     #[test]
@@ -442,7 +592,7 @@ mod tests {
         let (mut r, stats) = relay(t0);
         let (_, hb) = frame(rc::HEART_BEAT, 9, 0);
         assert_eq!(
-            r.on_client_frame(&hb, Duration::ZERO, t0, false),
+            r.on_client_frame(&[], &hb, Duration::ZERO, t0, false),
             ClientStep::Connect
         );
         let reply = reply_of(r.unreachable(&hb, "connection refused".into(), t0));
@@ -451,13 +601,13 @@ mod tests {
         assert!(remark.contains("10.0.0.1:10911") && remark.contains("connection refused"));
         // Within the pause: the same answer, no new attempt.
         let soon = t0 + RECONNECT_AFTER / 2;
-        let again = reply_of(r.on_client_frame(&hb, Duration::ZERO, soon, false));
+        let again = reply_of(r.on_client_frame(&[], &hb, Duration::ZERO, soon, false));
         assert_eq!(again.code, resp::SYSTEM_ERROR);
         assert_eq!(stats.c.upstream_connect_failure.load(Relaxed), 1);
         assert_eq!(stats.c.local_reply_upstream_unavailable.load(Relaxed), 2);
         let later = t0 + RECONNECT_AFTER;
         assert_eq!(
-            r.on_client_frame(&hb, Duration::ZERO, later, false),
+            r.on_client_frame(&[], &hb, Duration::ZERO, later, false),
             ClientStep::Connect
         );
     }
@@ -467,7 +617,7 @@ mod tests {
         let t0 = Instant::now();
         let (mut r, stats) = relay(t0);
         let (_, send) = frame(rc::SEND_MESSAGE_V2, 3, 0);
-        r.on_client_frame(&send, Duration::ZERO, t0, false);
+        r.on_client_frame(&[], &send, Duration::ZERO, t0, false);
         r.connected(&send, Duration::ZERO, t0);
         assert_eq!(
             r.on_tick(t0 + LIMITS.request_timeout / 2, false),
@@ -502,7 +652,7 @@ mod tests {
         assert_eq!(hold, Duration::from_secs(20));
         let t0 = Instant::now();
         let (mut r, _) = relay(t0);
-        r.on_client_frame(&v, hold, t0, false);
+        r.on_client_frame(&[], &v, hold, t0, false);
         r.connected(&v, hold, t0);
         assert!(r.on_tick(t0 + hold, false).replies.is_empty());
         assert_eq!(
@@ -518,10 +668,10 @@ mod tests {
         let t0 = Instant::now();
         let (mut r, stats) = relay(t0);
         let (_, a) = frame(rc::SEND_MESSAGE_V2, 1, 0);
-        r.on_client_frame(&a, Duration::ZERO, t0, false);
+        r.on_client_frame(&[], &a, Duration::ZERO, t0, false);
         r.connected(&a, Duration::ZERO, t0);
         let (_, b) = frame(rc::SEND_MESSAGE_V2, 2, 0);
-        let busy = reply_of(r.on_client_frame(&b, Duration::ZERO, t0, true));
+        let busy = reply_of(r.on_client_frame(&[], &b, Duration::ZERO, t0, true));
         assert_eq!((busy.opaque, busy.code), (2, resp::SYSTEM_BUSY));
         assert_eq!(stats.c.local_reply_shutdown.load(Relaxed), 1);
         // One request still in flight: the drain waits for it.
@@ -536,7 +686,7 @@ mod tests {
         let t0 = Instant::now();
         let (mut r, _) = relay(t0);
         let (_, a) = frame(rc::PULL_MESSAGE, 1, 0);
-        r.on_client_frame(&a, Duration::from_secs(30), t0, false);
+        r.on_client_frame(&[], &a, Duration::from_secs(30), t0, false);
         r.connected(&a, Duration::from_secs(30), t0);
         assert!(!r.on_tick(t0, true).close);
         assert!(r.on_tick(t0 + LIMITS.drain_timeout, true).close);
@@ -548,7 +698,7 @@ mod tests {
         let (mut r, stats) = relay(t0);
         let idle = LIMITS.idle_timeout.unwrap();
         let (_, a) = frame(rc::PULL_MESSAGE, 1, 0);
-        r.on_client_frame(&a, Duration::from_secs(600), t0, false);
+        r.on_client_frame(&[], &a, Duration::from_secs(600), t0, false);
         r.connected(&a, Duration::from_secs(600), t0);
         assert!(
             !r.on_tick(t0 + idle, false).close,
@@ -567,9 +717,9 @@ mod tests {
         let t0 = Instant::now();
         let (mut r, stats) = relay(t0);
         let (_, a) = frame(rc::SEND_MESSAGE_V2, 7, 0);
-        r.on_client_frame(&a, Duration::ZERO, t0, false);
+        r.on_client_frame(&[], &a, Duration::ZERO, t0, false);
         r.connected(&a, Duration::ZERO, t0);
-        r.on_client_frame(&a, Duration::ZERO, t0, false);
+        r.on_client_frame(&[], &a, Duration::ZERO, t0, false);
         assert_eq!(r.in_flight(), 1);
         assert_eq!(stats.c.request_active.load(Relaxed), 1);
     }
@@ -580,19 +730,19 @@ mod tests {
         let (mut r, _) = relay(t0);
         let (_, check_answer) = frame(0, 11, 1);
         assert_eq!(
-            r.on_client_frame(&check_answer, Duration::ZERO, t0, false),
+            r.on_client_frame(&[], &check_answer, Duration::ZERO, t0, false),
             ClientStep::Drop
         );
         let (_, hb) = frame(rc::HEART_BEAT, 1, 0);
-        r.on_client_frame(&hb, Duration::ZERO, t0, false);
+        r.on_client_frame(&[], &hb, Duration::ZERO, t0, false);
         r.connected(&hb, Duration::ZERO, t0);
         assert_eq!(
-            r.on_client_frame(&check_answer, Duration::ZERO, t0, false),
+            r.on_client_frame(&[], &check_answer, Duration::ZERO, t0, false),
             ClientStep::Forward
         );
         r.upstream_lost();
         assert_eq!(
-            r.on_client_frame(&check_answer, Duration::ZERO, t0, false),
+            r.on_client_frame(&[], &check_answer, Duration::ZERO, t0, false),
             ClientStep::Drop
         );
     }

@@ -40,6 +40,10 @@ fn start(refuse: Option<&'static str>) -> Harness {
 }
 
 fn start_with(refuse: Option<&'static str>, limits: Limits) -> Harness {
+    start_guarded(refuse, limits, Duration::from_secs(30))
+}
+
+fn start_guarded(refuse: Option<&'static str>, limits: Limits, frame_timeout: Duration) -> Harness {
     let (ends_tx, brokers) = mpsc::unbounded_channel();
     let connect: Connector = Arc::new(move || {
         let ends_tx = ends_tx.clone();
@@ -60,7 +64,14 @@ fn start_with(refuse: Option<&'static str>, limits: Limits) -> Harness {
         stats: stats.clone(),
         limits,
         max_frame_size: 1 << 20,
+        read_limits: ReadLimits {
+            frame_timeout: Some(frame_timeout),
+            budget: Some(crate::net::frames::FrameBudget::new(1 << 20)),
+            events: stats.clone(),
+        },
         max_buffered_frames: 64,
+        policy: Arc::new(crate::proxy::policy::Policy::data_path()),
+        client: None,
         shutdown: shutdown_rx,
     };
     let (client, proxy_side) = tokio::io::duplex(1 << 16);
@@ -256,4 +267,71 @@ async fn garbage_from_the_client_closes_its_connection() {
         h.brokers.try_recv().is_err(),
         "no broker connection was opened"
     );
+}
+
+#[tokio::test]
+async fn a_frame_not_complete_within_frame_timeout_closes_the_connection() {
+    let mut h = start_guarded(None, LIMITS, Duration::from_millis(200));
+    let mut cbuf = Vec::new();
+    let send = request(rc::SEND_MESSAGE_V2, 1, false);
+    // All of the frame but its last byte, and then nothing.
+    h.client.write_all(&send[..send.len() - 1]).await.unwrap();
+    assert!(next(&mut h.client, &mut cbuf).await.is_none());
+    h.served.await.unwrap();
+    assert_eq!(h.stats.c.frame_timeout.load(Relaxed), 1);
+    assert!(h.brokers.try_recv().is_err(), "nothing was forwarded");
+}
+
+#[tokio::test]
+async fn bytes_that_never_complete_a_frame_do_not_hold_off_the_idle_timeout() {
+    let mut h = start_guarded(
+        None,
+        Limits {
+            idle_timeout: Some(Duration::from_millis(300)),
+            ..LIMITS
+        },
+        Duration::from_secs(30),
+    );
+    // A frame announcing 1000 bytes, then one byte every 20 ms: the connection is closed by
+    // the idle timeout although bytes keep coming (the frame timeout is far away).
+    h.client.write_all(&1000i32.to_be_bytes()).await.unwrap();
+    let trickle = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if h.client.write_all(&[0]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), trickle)
+        .await
+        .expect("closed within 5 s");
+    h.served.await.unwrap();
+    assert_eq!(h.stats.c.connections_idle_closed.load(Relaxed), 1);
+    assert_eq!(h.stats.c.frame_timeout.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn clients_that_send_one_request_and_leave_leave_no_upstream_connection_counted() {
+    for i in 0..20 {
+        let mut h = start(None);
+        h.client
+            .write_all(&request(rc::HEART_BEAT, i, false))
+            .await
+            .unwrap();
+        let b = broker(&mut h).await;
+        // The client leaves at once; every other time the broker goes first.
+        if i % 2 == 1 {
+            drop(b);
+            drop(h.client);
+        } else {
+            drop(h.client);
+            drop(b);
+        }
+        h.served.await.unwrap();
+        let c = &h.stats.c;
+        assert_eq!(c.upstream_connections_active.load(Relaxed), 0, "round {i}");
+        assert_eq!(c.connections_active.load(Relaxed), 0, "round {i}");
+        assert_eq!(c.request_active.load(Relaxed), 0, "round {i}");
+    }
 }

@@ -100,6 +100,13 @@ pub struct FrameReader<R> {
     held: Option<Held>,
 }
 
+/// Keeps room for the next read in `buf`.
+fn reserve_for_read(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_LOW_WATER {
+        buf.reserve(READ_RESERVE);
+    }
+}
+
 fn timed_out(what: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::TimedOut, what)
 }
@@ -130,8 +137,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// `TimedOut` when the frame at the head of the buffer is not complete within the frame
     /// timeout. Cancel-safe (a read cut short by `select!` loses nothing).
     pub async fn read(&mut self) -> std::io::Result<usize> {
-        let Some(limits) = self.limits.clone() else {
-            self.reserve_for_read();
+        // Borrowed, not cloned: no reference-count traffic per read.
+        let Some(limits) = &self.limits else {
+            reserve_for_read(&mut self.buf);
             return self.rd.read_buf(&mut self.buf).await;
         };
         let deadline = match (self.partial_since, limits.frame_timeout) {
@@ -176,7 +184,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buf.reserve(len - self.buf.len());
             }
         }
-        self.reserve_for_read();
+        reserve_for_read(&mut self.buf);
         let n = match deadline {
             Some(d) => tokio::time::timeout_at(d.into(), self.rd.read_buf(&mut self.buf))
                 .await
@@ -189,12 +197,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.partial_since = Some(now);
         }
         Ok(n)
-    }
-
-    fn reserve_for_read(&mut self) {
-        if self.buf.capacity() - self.buf.len() < READ_LOW_WATER {
-            self.buf.reserve(READ_RESERVE);
-        }
     }
 
     /// The announced size of the frame at the head of the buffer (length prefix included),

@@ -27,8 +27,9 @@ declare -A MAX_LEN=(
     [message]=4096
     [route]=4096
     [properties]=1024
+    [relay]=2048
 )
-ALL=(frame header_json header_binary message route properties)
+ALL=(frame header_json header_binary message route properties relay)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${ALL[@]}"); fi
 for t in "${targets[@]}"; do
     if [ -z "${MAX_LEN[$t]:-}" ]; then

@@ -50,7 +50,7 @@ from rmqfast.codec import (
 )
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
-TARGETS = ("frame", "header_json", "header_binary", "message", "route", "properties")
+TARGETS = ("frame", "header_json", "header_binary", "message", "route", "properties", "relay")
 
 # Message sysFlag bits (MessageSysFlag.java).
 COMPRESSED = 0x1
@@ -624,6 +624,38 @@ def add_capture(seeds: Seeds, streams: Iterable[Path]) -> int:
     return count
 
 
+# ------------------------------------------------------------------------------------------
+# relay scripts (the event language of rust/src/proxy/relay/script.rs)
+
+# Event bytes: 0-3 a request (code pick, opaque, flags, fields[, hold]), 4 a raw frame
+# (length, bytes), 5-6 a broker frame (kind, opaque), 7 a tick (200 ms steps), 8 the broker
+# connection lost, 9 draining starts. A request that needs a connection takes one more byte:
+# even connects, odd fails. The first byte picks the policy.
+RELAY_SCRIPTS: dict[str, list[int]] = {
+    # send, connect, answered; a pull held 2 s past the timeout, then its timeout
+    "send_answered_pull_times_out": [0, 1, 1, 3, 0, 0, 5, 0, 1, 0, 3, 2, 0, 16, 20, 7, 100, 7, 30],
+    # admin codes refused under each policy, one of them oneway
+    "admin_refused": [0, 0, 9, 0, 0, 0, 0, 10, 1, 2, 0, 0, 11, 2, 0, 0],
+    "topic_rule": [2, 0, 0, 1, 0, 1, 0, 8, 2, 0, 4, 0],
+    "access_key_rule": [3, 0, 1, 1, 0, 8, 0, 0, 1, 2, 0, 0],
+    # unreachable broker, retried after the pause, then draining
+    "unreachable_then_drain": [0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0, 7, 3, 0, 0, 2, 0, 0, 0, 9, 7, 1],
+    # END_TRANSACTION without the oneway flag, never answered; idle close after it
+    "end_transaction": [1, 0, 6, 0, 0, 0, 0, 7, 255, 7, 255],
+    # a reused opaque, a lost broker connection, a broker request
+    "reused_opaque_lost": [0, 0, 0, 4, 0, 0, 0, 0, 4, 0, 0, 5, 128, 9, 8, 7, 20],
+}
+
+
+def add_relay_scripts(seeds: Seeds) -> None:
+    for name, script in RELAY_SCRIPTS.items():
+        seeds.add("relay", name, bytes(script))
+    # Raw client frames (event 4) from the request seeds that fit a length byte.
+    for name, frame in seeds.by_target["frame"].items():
+        if len(frame) <= 255:
+            seeds.add("relay", f"raw_{name}", bytes([1, 0, 0, 0, 0, 0, 4, len(frame)]) + frame)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -655,6 +687,7 @@ def main() -> int:
     add_foreign_headers(seeds)
     add_routes(seeds)
     add_properties(seeds)
+    add_relay_scripts(seeds)
     captured = add_capture(seeds, args.capture)
 
     total = seeds.write()

@@ -22,6 +22,11 @@ use crate::net::client::FailoverClient;
 use crate::net::frames::{FrameBudget, ReadLimits};
 use crate::net::io;
 pub use config::{ProxyConfig, TopicRouter};
+/// The relay's decision step run from a script and checked against a model (the `relay`
+/// fuzz target).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use relay::script::run as fuzz_relay_script;
 use stats::ProxyStats;
 
 /// State shared by every listener and connection of one proxy.

@@ -6,6 +6,8 @@
 //! carry out those decisions, so a peer that stops reading can never block the other
 //! direction.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod script;
 mod state;
 #[cfg(test)]
 mod tests;

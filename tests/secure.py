@@ -56,11 +56,20 @@ class SecureCluster:
 
 
 class TlsRemotingClient(RemotingClient):
-    """tests.remoting.RemotingClient over TLS, verified with Python's ssl module."""
+    """tests.remoting.RemotingClient over TLS, verified with Python's ssl module; with
+    `client_cert` (certificate and key files) it shows that certificate (mutual TLS)."""
 
-    def __init__(self, addr: str, ca_file: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        addr: str,
+        ca_file: str,
+        timeout: float = 10.0,
+        client_cert: tuple[Path, Path] | None = None,
+    ) -> None:
         super().__init__(addr, timeout)
         ctx = ssl.create_default_context(cafile=ca_file)
+        if client_cert is not None:
+            ctx.load_cert_chain(*client_cert)
         self.sock = ctx.wrap_socket(self.sock, server_hostname=addr.rsplit(":", 1)[0])
 
 
@@ -87,6 +96,33 @@ def make_certs(d: Path) -> tuple[Path, Path, Path]:
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")  # fmt: skip
     return d / "ca.pem", d / "server.pem", d / "server.key"
+
+
+def make_client_certs(d: Path, names: list[str]) -> tuple[Path, dict[str, tuple[Path, Path]]]:
+    """A client CA and, for each name, a client certificate with subject
+    `CN=<name>,O=rmqfast tests` signed by it: (CA file, {name: (certificate, key)})."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "client-ca.key", "-out", "client-ca.pem", "-days", "2",
+        "-subj", "/CN=rmqfast test client CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    (d / "client-ext.cnf").write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=clientAuth\n"
+    )
+    out: dict[str, tuple[Path, Path]] = {}
+    for name in names:
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/O=rmqfast tests/CN={name}")  # fmt: skip
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "client-ca.pem",
+            "-CAkey", "client-ca.key", "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+            "-extfile", "client-ext.cnf")  # fmt: skip
+        out[name] = (d / f"{name}.pem", d / f"{name}.key")
+    return d / "client-ca.pem", out
 
 
 @contextmanager

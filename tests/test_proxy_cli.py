@@ -115,6 +115,14 @@ cluster = "a"
             ("--namesrv", "127.0.0.1:9876", "--tls-mode", "strict"),
             'tls_mode: expected enforcing or permissive, got "strict"',
         ),
+        (
+            ("--namesrv", "127.0.0.1:9876", "--tls-client-auth", "always"),
+            'tls_client_auth: expected none, optional or require, got "always"',
+        ),
+        (
+            ("--namesrv", "127.0.0.1:9876", "--tls-client-ca-file", __file__),
+            "tls_client_ca_file: only applies with tls_client_auth = optional or require",
+        ),
     ],
 )
 def test_config_errors_name_the_field_and_exit_nonzero(args: tuple[str, ...], message: str) -> None:

@@ -10,13 +10,20 @@ from typing import Any
 import pytest
 
 from rmqfast._core import Producer, ProducerError
-from rmqfast.codec import FrameError
+from rmqfast.codec import FrameError, RequestCode, ResponseCode
 from rmqfast.proxy import Proxy
 
 from .fakes import wait_until
 from .javatools import JavaTools
-from .remoting import RemotingClient, pull
-from .secure import ACL_PASSWORD, ACL_USER, SecureCluster, acl_sign
+from .remoting import RemotingClient, pull, route_of
+from .secure import (
+    ACL_PASSWORD,
+    ACL_USER,
+    SecureCluster,
+    TlsRemotingClient,
+    acl_sign,
+    make_client_certs,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -151,3 +158,91 @@ def test_java_client_over_tls_through_the_proxy(
     assert r["keys"]["sync"] == [f"{prefix}-sync-{i}" for i in range(5)]
     assert st["send_message_v2"] == 5
     assert st["tls_handshake_failure"] == 0
+
+
+def test_mutual_tls_subjects_in_the_policy(
+    secure: SecureCluster, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Mutual TLS at the proxy: clients must show a certificate from the client CA, and the
+    policy reads its subject. Only `CN=ops` may read the broker's config (GET_BROKER_CONFIG,
+    refused by the default policy); `CN=app` gets NO_PERMISSION naming the rule; a client with
+    no certificate never gets a connection; RocketMQ's Java client, showing its own
+    certificate, produces under the default policy."""
+    ca, certs = make_client_certs(tmp_path, ["ops", "app", "java-app"])
+    server = Path(secure.ca_file).parent
+    cfg: dict[str, Any] = {
+        "namesrv": secure.namesrv,
+        "listen": "127.0.0.1:0",
+        "admin": None,
+        "upstream_tls": True,
+        "upstream_tls_ca_file": secure.ca_file,
+        "tls_cert_file": str(server / "server.pem"),
+        "tls_key_file": str(server / "server.key"),
+        "tls_client_auth": "require",
+        "tls_client_ca_file": str(ca),
+        "policy": [
+            {
+                "name": "ops-reads-config",
+                "action": "allow",
+                "codes": ["GET_BROKER_CONFIG"],
+                "subjects": "^CN=ops,O=rmqfast tests$",
+            }
+        ],
+    }
+
+    def connect(addr: str, who: str) -> TlsRemotingClient:
+        return TlsRemotingClient(addr, secure.ca_file, client_cert=certs[who])
+
+    with Proxy(cfg) as proxy:
+        with connect(proxy.namesrv_addr, "ops") as c:
+            route = route_of(c, secure.topic)
+        assert route is not None
+        [broker] = [a[0] for a in route.broker_addrs().values()]
+        answers = {}
+        for who in ("ops", "app"):
+            with connect(broker, who) as c:
+                answers[who] = c.request(RequestCode.GET_BROKER_CONFIG, acl_sign({}), timeout=10)
+        assert answers["ops"].code == ResponseCode.SUCCESS, answers["ops"].remark
+        assert b"brokerName" in answers["ops"].body
+        assert answers["app"].code == ResponseCode.NO_PERMISSION
+        assert '"default"' in (answers["app"].remark or ""), answers["app"].remark
+
+        # No certificate: the handshake fails (TLS 1.3 reports it on the first read).
+        with (
+            TlsRemotingClient(proxy.namesrv_addr, secure.ca_file) as c,
+            pytest.raises((OSError, FrameError)),
+        ):
+            c.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": secure.topic}, timeout=5)
+        wait_until(
+            lambda: proxy.stats()["tls_handshake_failure"] >= 1, 10, "the client with no cert"
+        )
+
+        cache = getattr(request.config, "cache", None)
+        build = cache.mkdir("rmqfast-java") if cache is not None else tmp_path / "build"
+        java = JavaTools(secure.cluster.lib_dir, build, tmp_path)
+        prefix = uuid.uuid4().hex[:8]
+        java_cert, java_key = certs["java-app"]
+        r = java.run(
+            "Producer",
+            {
+                "namesrv": proxy.namesrv_addr,
+                "topic": secure.topic,
+                "group": f"rmqfast_mtls_pg_{prefix}",
+                "prefix": prefix,
+                "sync": 3,
+                "access_key": ACL_USER,
+                "secret_key": ACL_PASSWORD,
+            },
+            jvm_props={
+                "tls.enable": "true",
+                "tls.test.mode.enable": "false",
+                "tls.client.authServer": "true",
+                "tls.client.trustCertPath": secure.ca_file,
+                "tls.client.certPath": str(java_cert),
+                "tls.client.keyPath": str(java_key),
+            },
+        ).result
+        st = proxy.stats()
+    assert r["keys"]["sync"] == [f"{prefix}-sync-{i}" for i in range(3)]
+    assert st["request_denied_by_code"] == {"GET_BROKER_CONFIG": 1}
+    assert st["tls_handshake_failure"] == 1

@@ -33,6 +33,7 @@ __all__ = [
     "encode_batch",
     "encode_properties",
     "json_dumps",
+    "policy_rule_keys",
     "proxy_config_defaults",
     "proxy_stat_names",
     "request_codes",
@@ -353,4 +354,5 @@ class ProxyServer:
 
 def proxy_stat_names() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]: ...
 def proxy_config_defaults() -> dict[str, Any]: ...
+def policy_rule_keys() -> list[str]: ...
 def check_proxy_config(config_json: str) -> None: ...

@@ -130,6 +130,18 @@ _FLAGS: list[tuple[str, str, type, str]] = [
         str,
         "enforcing: TLS clients only; permissive: TLS and plain clients [enforcing]",
     ),
+    (
+        "--tls-client-auth",
+        "tls_client_auth",
+        str,
+        "client certificates: none, optional (verified when sent) or require (mutual TLS) [none]",
+    ),
+    (
+        "--tls-client-ca-file",
+        "tls_client_ca_file",
+        str,
+        "PEM file of the CA certificates client certificates are verified against",
+    ),
 ]
 
 # On/off options: (flag, field, value set, help).

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from rmqfast import _core
 
@@ -81,6 +81,8 @@ class ProxyConfig:
     tls_cert_file: str | None = _RUST["tls_cert_file"]
     tls_key_file: str | None = _RUST["tls_key_file"]
     tls_mode: str = _RUST["tls_mode"]
+    tls_client_auth: str = _RUST["tls_client_auth"]
+    tls_client_ca_file: str | None = _RUST["tls_client_ca_file"]
     policy: list[dict[str, Any]] = field(default_factory=list)
     policy_default: str = _RUST["policy_default"]
 
@@ -137,48 +139,28 @@ class ProxyConfig:
         return json.dumps(d)
 
 
-# Field types the TOML/flags layer checks before handing the config to Rust.
-_INTS = {
-    "broker_port_base",
-    "connect_timeout_ms",
-    "request_timeout_ms",
-    "idle_timeout_s",
-    "max_connections",
-    "max_frame_size",
-    "route_cache_ttl_s",
-    "drain_timeout_ms",
-    "worker_threads",
-    "max_buffered_frames",
-    "frame_timeout_ms",
-    "frame_memory_budget",
-    "route_hedge_ms",
-    "route_stale_limit_s",
-}
-_BOOLS = {"upstream_tls", "upstream_tls_verify"}
-_STRS = {
-    "listen",
-    "advertise_host",
-    "broker_bind_host",
-    "default_cluster",
-    "upstream_tls_ca_file",
-    "upstream_tls_server_name",
-    "tls_cert_file",
-    "tls_key_file",
-    "tls_mode",
-    "policy_default",
-}
-
 # The keys of a [[policy]] rule (their values are checked by the Rust core).
-_POLICY_KEYS = {
-    "name",
-    "action",
-    "codes",
-    "clients",
-    "listeners",
-    "topics",
-    "groups",
-    "access_keys",
-}
+_POLICY_KEYS = set(_core.policy_rule_keys())
+
+
+def _field_kinds() -> dict[str, set[str]]:
+    """The scalar fields by the type their annotation gives: `int`, `bool`, `str` (with or
+    without None) and, across those, `optional` (None allowed)."""
+    kinds: dict[str, set[str]] = {"int": set(), "bool": set(), "str": set(), "optional": set()}
+    for name, hint in get_type_hints(ProxyConfig).items():
+        args = set(get_args(hint)) or {hint}
+        if type(None) in args:
+            kinds["optional"].add(name)
+        for t, kind in ((bool, "bool"), (int, "int"), (str, "str")):
+            if args - {type(None)} == {t}:
+                kinds[kind].add(name)
+    return kinds
+
+
+# Field types the TOML/flags layer checks before handing the config to Rust, read from the
+# dataclass's annotations (one owner: the field's declaration).
+_KINDS = _field_kinds()
+_INTS, _BOOLS, _STRS, _OPTIONAL = (_KINDS[k] for k in ("int", "bool", "str", "optional"))
 
 
 def _check_addr(name: str, value: object, ip_only: bool = True) -> None:
@@ -208,16 +190,6 @@ def parse_namesrv(value: str | list[str]) -> list[str]:
 
 
 _SCALARS = {f.name for f in fields(ProxyConfig)} - {"clusters", "routes", "policy"}
-_OPTIONAL = {
-    "admin",
-    "advertise_host",
-    "broker_bind_host",
-    "default_cluster",
-    "upstream_tls_ca_file",
-    "upstream_tls_server_name",
-    "tls_cert_file",
-    "tls_key_file",
-}
 
 
 def from_mapping(data: Mapping[str, Any], source: str = "config") -> ProxyConfig:

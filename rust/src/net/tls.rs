@@ -198,9 +198,134 @@ pub fn is_certificate_error(e: &std::io::Error) -> bool {
         })
 }
 
+/// Short names of the attribute types RFC 4514 names (section 3); others print as dotted OIDs.
+const SHORT_NAMES: [(&str, &str); 9] = [
+    ("2.5.4.3", "CN"),
+    ("2.5.4.7", "L"),
+    ("2.5.4.8", "ST"),
+    ("2.5.4.10", "O"),
+    ("2.5.4.11", "OU"),
+    ("2.5.4.6", "C"),
+    ("2.5.4.9", "STREET"),
+    ("0.9.2342.19200300.100.1.25", "DC"),
+    ("0.9.2342.19200300.100.1.1", "UID"),
+];
+
+/// The subject of a DER certificate as an RFC 4514 string, the form Java's
+/// `X500Principal.getName()` and `openssl x509 -nameopt RFC2253` print: the most specific RDN
+/// first (`CN=app,O=Acme\, Inc.,C=DE`), attributes of one RDN joined by `+`, special
+/// characters escaped, so no value can pass for another attribute. Values that are not
+/// strings print as `#` and their DER bytes in hex.
+pub fn certificate_subject(der: &[u8]) -> Result<String, String> {
+    use std::fmt::Write as _;
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("client certificate: cannot parse it: {e}"))?;
+    let mut out = String::new();
+    for (i, rdn) in cert
+        .subject()
+        .iter()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(',');
+        }
+        let attrs: Vec<_> = rdn.iter().collect();
+        for (j, attr) in attrs.into_iter().rev().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            let oid = attr.attr_type().to_id_string();
+            match SHORT_NAMES.iter().find(|(o, _)| *o == oid) {
+                Some((_, name)) => out.push_str(name),
+                None => out.push_str(&oid),
+            }
+            out.push('=');
+            match attr.attr_value().as_any_str() {
+                Ok(v) => escape_rfc4514(&v, &mut out),
+                Err(_) => {
+                    out.push('#');
+                    let v = attr.attr_value();
+                    let mut raw = Vec::new();
+                    raw.push(v.tag().0 as u8);
+                    raw.extend_from_slice(&encode_der_length(v.data.len()));
+                    raw.extend_from_slice(v.data);
+                    for b in raw {
+                        let _ = write!(out, "{b:02x}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A DER length: short form below 128, else the count of big-endian bytes that follow.
+fn encode_der_length(n: usize) -> Vec<u8> {
+    if n < 0x80 {
+        return vec![n as u8];
+    }
+    let bytes: Vec<u8> = n
+        .to_be_bytes()
+        .into_iter()
+        .skip_while(|b| *b == 0)
+        .collect();
+    let mut out = vec![0x80 | bytes.len() as u8];
+    out.extend(bytes);
+    out
+}
+
+/// Escapes an attribute value per RFC 4514 section 2.4.
+fn escape_rfc4514(v: &str, out: &mut String) {
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        let special = matches!(c, '"' | '+' | ',' | ';' | '<' | '>' | '\\')
+            || (i == 0 && matches!(c, ' ' | '#'))
+            || (i == last && c == ' ');
+        if c == '\0' {
+            out.push_str("\\00");
+        } else {
+            if special {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subjects_print_as_rfc_4514() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/net/testdata");
+        let certs = load_certs(&format!("{dir}/client.pem"), "t").unwrap();
+        // Made with -subj '/C=DE/O=Acme, Inc./OU=orders+CN=app #1' -multivalue-rdn; openssl
+        // -nameopt RFC2253 prints the same.
+        assert_eq!(
+            certificate_subject(&certs[0]).unwrap(),
+            "OU=orders+CN=app #1,O=Acme\\, Inc.,C=DE"
+        );
+        let ca = load_certs(&format!("{dir}/client-ca.pem"), "t").unwrap();
+        assert_eq!(
+            certificate_subject(&ca[0]).unwrap(),
+            "CN=rmqfast test client CA"
+        );
+        assert!(certificate_subject(b"not DER")
+            .unwrap_err()
+            .contains("cannot parse"));
+        let mut s = String::new();
+        escape_rfc4514(" #a+b,c;d<e>f\"g\\h ", &mut s);
+        assert_eq!(s, "\\ #a\\+b\\,c\\;d\\<e\\>f\\\"g\\\\h\\ ");
+        s.clear();
+        escape_rfc4514("#1", &mut s);
+        assert_eq!(s, "\\#1");
+        assert_eq!(encode_der_length(5), [5]);
+        assert_eq!(encode_der_length(300), [0x82, 1, 44]);
+    }
 
     #[test]
     fn hosts() {

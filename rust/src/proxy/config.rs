@@ -152,6 +152,12 @@ pub struct ProxyConfig {
     /// `enforcing` (TLS only) or `permissive` (TLS and plain clients).
     #[serde(default = "d_tls_mode")]
     pub tls_mode: String,
+    /// Client certificates: `none`, `optional` (verified when sent) or `require` (mutual TLS).
+    #[serde(default = "d_tls_client_auth")]
+    pub tls_client_auth: String,
+    /// PEM file of the CA certificates client certificates are verified against.
+    #[serde(default)]
+    pub tls_client_ca_file: Option<String>,
     /// Request policy rules, tried in order (see `policy`).
     #[serde(default)]
     pub policy: Vec<super::policy::RuleConfig>,
@@ -162,6 +168,10 @@ pub struct ProxyConfig {
 
 fn d_policy_default() -> String {
     "data-path".into()
+}
+
+fn d_tls_client_auth() -> String {
+    "none".into()
 }
 
 fn d_tls_mode() -> String {
@@ -213,6 +223,8 @@ impl ProxyConfig {
             "tls_cert_file": null,
             "tls_key_file": null,
             "tls_mode": d_tls_mode(),
+            "tls_client_auth": d_tls_client_auth(),
+            "tls_client_ca_file": null,
             "policy": [],
             "policy_default": d_policy_default(),
         }) else {
@@ -248,9 +260,13 @@ impl ProxyConfig {
     pub(crate) fn client_tls(&self) -> Result<Option<crate::net::io::ServerTls>, String> {
         self.check_client_tls()?;
         match (&self.tls_cert_file, &self.tls_key_file) {
-            (Some(c), Some(k)) => {
-                crate::net::io::ServerTls::new(c, k, self.tls_mode == "permissive").map(Some)
-            }
+            (Some(c), Some(k)) => crate::net::io::ServerTls::new(
+                c,
+                k,
+                self.tls_mode == "permissive",
+                self.client_certs()?,
+            )
+            .map(Some),
             _ => Ok(None),
         }
     }
@@ -364,6 +380,42 @@ impl ProxyConfig {
         self.check_upstream_tls()
     }
 
+    /// What `tls_client_auth` and `tls_client_ca_file` ask of clients; errors name the field.
+    fn client_certs(&self) -> Result<Option<crate::net::io::ClientCerts<'_>>, String> {
+        let required = match self.tls_client_auth.as_str() {
+            "none" => {
+                if self.tls_client_ca_file.is_some() {
+                    return Err("tls_client_ca_file: only applies with tls_client_auth = \
+                                optional or require"
+                        .into());
+                }
+                return Ok(None);
+            }
+            "optional" => false,
+            "require" => true,
+            other => {
+                return Err(format!(
+                    "tls_client_auth: expected none, optional or require, got {other:?}"
+                ))
+            }
+        };
+        if self.tls_cert_file.is_none() {
+            return Err(
+                "tls_client_auth: client certificates need TLS toward clients \
+                        (tls_cert_file and tls_key_file)"
+                    .into(),
+            );
+        }
+        let Some(ca_file) = self.tls_client_ca_file.as_deref() else {
+            return Err(
+                "tls_client_ca_file: expected with tls_client_auth = optional or \
+                        require (the CA certificates client certificates must chain to)"
+                    .into(),
+            );
+        };
+        Ok(Some(crate::net::io::ClientCerts { ca_file, required }))
+    }
+
     fn check_client_tls(&self) -> Result<(), String> {
         if !matches!(self.tls_mode.as_str(), "enforcing" | "permissive") {
             return Err(format!(
@@ -383,10 +435,11 @@ impl ProxyConfig {
         for (name, v) in [
             ("tls_cert_file", &self.tls_cert_file),
             ("tls_key_file", &self.tls_key_file),
+            ("tls_client_ca_file", &self.tls_client_ca_file),
         ] {
             readable_file(name, v)?;
         }
-        Ok(())
+        self.client_certs().map(|_| ())
     }
 
     fn check_upstream_tls(&self) -> Result<(), String> {
@@ -621,6 +674,38 @@ mod tests {
             e,
             "tls_cert_file: \"/nonexistent.pem\" is not a readable file"
         );
+        let td = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let tls = format!(
+            r#","tls_cert_file":"{td}/producer/testdata/server.pem","tls_key_file":"{td}/producer/testdata/server.key""#
+        );
+        let ca = format!(r#","tls_client_ca_file":"{td}/net/testdata/client-ca.pem""#);
+        for (extra, want) in [
+            (
+                r#","tls_client_auth":"always""#.to_string(),
+                "tls_client_auth: expected none, optional or require, got \"always\"",
+            ),
+            (
+                format!(r#"{tls},"tls_client_auth":"require""#),
+                "tls_client_ca_file: expected with tls_client_auth = optional or require",
+            ),
+            (
+                format!(r#"{tls}{ca}"#),
+                "tls_client_ca_file: only applies with tls_client_auth = optional or require",
+            ),
+            (
+                format!(r#"{ca},"tls_client_auth":"optional""#),
+                "tls_client_auth: client certificates need TLS toward clients",
+            ),
+            (
+                format!(r#"{tls},"tls_client_auth":"require","tls_client_ca_file":"/no.pem""#),
+                "tls_client_ca_file: \"/no.pem\" is not a readable file",
+            ),
+        ] {
+            let e = cfg(&extra).unwrap_err();
+            assert!(e.starts_with(want), "{extra}: {e}");
+        }
+        let c = cfg(&format!(r#"{tls}{ca},"tls_client_auth":"require""#)).unwrap();
+        assert!(c.client_tls().unwrap().is_some());
     }
 
     #[test]

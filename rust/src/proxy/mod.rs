@@ -10,7 +10,7 @@ mod upstream;
 
 use crate::sync::lock;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -176,7 +176,7 @@ fn accept_loop_boxed(
 }
 
 /// What a connection on the listener for `broker` needs to relay it.
-fn relay_env(shared: &Arc<Shared>, broker: Arc<str>, client: IpAddr) -> relay::RelayEnv {
+fn relay_env(shared: &Arc<Shared>, broker: Arc<str>, client: policy::Client) -> relay::RelayEnv {
     let s = shared.clone();
     let b = broker.clone();
     let connect: relay::Connector = Arc::new(move || {
@@ -195,7 +195,7 @@ fn relay_env(shared: &Arc<Shared>, broker: Arc<str>, client: IpAddr) -> relay::R
         max_frame_size: shared.config.max_frame_size,
         read_limits: shared.read_limits(),
         policy: shared.policy.clone(),
-        client: Some(client),
+        client,
         max_buffered_frames: shared.config.max_buffered_frames,
         shutdown: shared.shutdown.clone(),
     }
@@ -229,19 +229,23 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, broker: Option<
         tokio::spawn(async move {
             // The TLS handshake runs on the connection's own task, never in the accept loop.
             let timeout = s.config.connect_timeout();
-            let halves = match io::accept_split(stream, s.client_tls.as_ref(), timeout).await {
-                Ok(h) => h,
+            let accepted = match io::accept_split(stream, s.client_tls.as_ref(), timeout).await {
+                Ok(a) => a,
                 Err(_) => {
                     ProxyStats::add(&s.stats.c.tls_handshake_failure, 1);
                     return;
                 }
             };
+            let client = policy::Client {
+                addr: Some(peer.ip()),
+                subject: accepted.subject,
+            };
             match broker {
                 Some(b) => {
-                    relay::serve(relay_env(&s, b, peer.ip()), halves).await;
+                    relay::serve(relay_env(&s, b, client), accepted.halves).await;
                     drop(permit);
                 }
-                None => namesrv::serve(s, halves, permit, peer.ip()).await,
+                None => namesrv::serve(s, accepted.halves, permit, client).await,
             }
         });
     }

@@ -38,7 +38,7 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     client: (BoxRead, BoxWrite),
     _permit: OwnedSemaphorePermit,
-    peer: std::net::IpAddr,
+    who: super::policy::Client,
 ) {
     let stats = shared.stats.clone();
     ProxyStats::gauge(&stats.c.connections_active, 1);
@@ -120,7 +120,7 @@ pub(crate) async fn serve(
             let refused = shared.policy.check(&PolicyRequest {
                 code: cmd.code,
                 listener: Listener::Namesrv,
-                client: Some(peer),
+                client: &who,
                 ext: &ext,
             });
             if let Some(remark) = refused {

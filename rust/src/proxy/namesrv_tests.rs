@@ -88,7 +88,10 @@ fn client(shared: &Arc<Shared>) -> DuplexStream {
         shared.clone(),
         (Box::new(r), Box::new(w)),
         permit,
-        std::net::IpAddr::from([127, 0, 0, 1]),
+        crate::proxy::policy::Client {
+            addr: Some(std::net::IpAddr::from([127, 0, 0, 1])),
+            subject: None,
+        },
     ));
     ours
 }

@@ -12,6 +12,7 @@
 //! will read.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use regex::Regex;
 use serde::Deserialize;
@@ -62,6 +63,32 @@ pub struct RuleConfig {
     /// not match. The signature itself is left to the broker to verify.
     #[serde(default)]
     pub access_keys: Option<Vec<String>>,
+    /// A regular expression the subject of the client's verified TLS certificate (RFC 4514,
+    /// e.g. `CN=orders,O=Acme`) must match; clients without a certificate do not match.
+    #[serde(default)]
+    pub subjects: Option<String>,
+}
+
+/// The keys of a `[[policy]]` rule, in `RuleConfig`'s order (a test checks it against serde's
+/// own list, so the config layer in Python names unknown keys from here).
+pub const RULE_KEYS: [&str; 9] = [
+    "name",
+    "action",
+    "codes",
+    "clients",
+    "listeners",
+    "topics",
+    "groups",
+    "access_keys",
+    "subjects",
+];
+
+/// Who sent a request: the connection's address and, over mutual TLS, the RFC 4514 subject of
+/// the certificate it presented (verified against `tls_client_ca_file`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Client {
+    pub addr: Option<IpAddr>,
+    pub subject: Option<Arc<str>>,
 }
 
 /// The data-path codes `policy_default = "data-path"` relays: everything a producer, a
@@ -207,6 +234,7 @@ struct Rule {
     topics: Option<Regex>,
     groups: Option<Regex>,
     access_keys: Option<Vec<String>>,
+    subjects: Option<Regex>,
 }
 
 /// The compiled policy.
@@ -222,7 +250,7 @@ pub struct Policy {
 pub struct Request<'a> {
     pub code: i32,
     pub listener: Listener,
-    pub client: Option<IpAddr>,
+    pub client: &'a Client,
     /// The request's header fields by name, read only if a rule needs the topic or group.
     pub ext: &'a dyn Fn(&str) -> Option<String>,
 }
@@ -317,6 +345,7 @@ impl Policy {
                 topics: regex("topics", &r.topics)?,
                 groups: regex("groups", &r.groups)?,
                 access_keys: r.access_keys.clone(),
+                subjects: regex("subjects", &r.subjects)?,
             });
         }
         let reads_header = out
@@ -358,8 +387,14 @@ impl Policy {
                 }
             }
             if let Some(nets) = &rule.clients {
-                match req.client {
+                match req.client.addr {
                     Some(ip) if nets.iter().any(|n| n.contains(ip)) => {}
+                    _ => continue,
+                }
+            }
+            if let Some(re) = &rule.subjects {
+                match &req.client.subject {
+                    Some(s) if re.is_match(s) => {}
                     _ => continue,
                 }
             }
@@ -428,7 +463,10 @@ mod tests {
         p.check(&Request {
             code,
             listener: Listener::Broker,
-            client: Some(client.parse().unwrap()),
+            client: &Client {
+                addr: Some(client.parse().unwrap()),
+                subject: None,
+            },
             ext: &ext,
         })
     }
@@ -491,6 +529,56 @@ mod tests {
     }
 
     #[test]
+    fn rule_keys_are_the_config_fields() {
+        let e = serde_json::from_str::<RuleConfig>(r#"{"action":"allow","nope":1}"#)
+            .unwrap_err()
+            .to_string();
+        let listed: Vec<&str> = e
+            .split("expected one of ")
+            .nth(1)
+            .unwrap()
+            .split(" at line")
+            .next()
+            .unwrap()
+            .split(", ")
+            .map(|k| k.trim_matches('`'))
+            .collect();
+        assert_eq!(listed, RULE_KEYS, "{e}");
+    }
+
+    #[test]
+    fn a_rule_can_name_the_certificate_subject_of_mutual_tls_clients() {
+        let p = rules(
+            r#"[{"action":"deny","subjects":"^CN=revoked,"},
+                {"action":"allow","codes":["UPDATE_BROKER_CONFIG"],"subjects":"^CN=ops,O=Acme$"}]"#,
+        )
+        .unwrap();
+        assert!(!p.reads_header(), "the subject comes from the connection");
+        let ask = |code: i32, subject: Option<&str>| {
+            p.check(&Request {
+                code,
+                listener: Listener::Broker,
+                client: &Client {
+                    addr: None,
+                    subject: subject.map(Arc::from),
+                },
+                ext: &|_| None,
+            })
+        };
+        assert_eq!(ask(rc::UPDATE_BROKER_CONFIG, Some("CN=ops,O=Acme")), None);
+        // A lookalike value is escaped in RFC 4514 form, so it cannot pass for the real one.
+        assert!(ask(rc::UPDATE_BROKER_CONFIG, Some("CN=x\\,CN=ops,O=Acme")).is_some());
+        assert!(ask(rc::UPDATE_BROKER_CONFIG, Some("CN=app,O=Acme")).is_some());
+        assert!(
+            ask(rc::UPDATE_BROKER_CONFIG, None).is_some(),
+            "no certificate, no match"
+        );
+        let denied = ask(rc::SEND_MESSAGE_V2, Some("CN=revoked,O=Acme")).unwrap();
+        assert!(denied.contains("policy[0]"), "{denied}");
+        assert_eq!(ask(rc::SEND_MESSAGE_V2, None), None);
+    }
+
+    #[test]
     fn allow_all_relays_what_no_rule_refuses() {
         let r: Vec<RuleConfig> =
             serde_json::from_str(r#"[{"action":"deny","codes":[25]}]"#).unwrap();
@@ -523,6 +611,10 @@ mod tests {
             (
                 r#"[{"action":"allow","topics":"("}]"#,
                 "policy[0].topics: not a valid regular expression",
+            ),
+            (
+                r#"[{"action":"allow","subjects":"[CN"}]"#,
+                "policy[0].subjects: not a valid regular expression",
             ),
         ];
         for (json, want) in cases {

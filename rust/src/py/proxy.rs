@@ -177,6 +177,12 @@ pub(crate) fn proxy_config_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyAny>
     py.import("json")?.call_method1("loads", (text,))
 }
 
+/// The keys a `[[policy]]` rule may have.
+#[pyfunction]
+pub(crate) fn policy_rule_keys() -> Vec<&'static str> {
+    crate::proxy::policy::RULE_KEYS.to_vec()
+}
+
 /// Checks a proxy config (the JSON `ProxyConfig.to_core_json` writes) the way the proxy will:
 /// ValueError naming the first wrong field and what was expected.
 #[pyfunction]

@@ -51,8 +51,8 @@ pub(crate) struct RelayEnv {
     pub max_buffered_frames: usize,
     /// Which requests are relayed.
     pub policy: Arc<super::policy::Policy>,
-    /// The client's address, for policy rules by address.
-    pub client: Option<std::net::IpAddr>,
+    /// Who the client is (address, certificate subject), for the policy's rules.
+    pub client: super::policy::Client,
     /// Becomes true when the proxy starts draining.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -95,7 +95,7 @@ pub(crate) async fn serve(env: RelayEnv, client: (BoxRead, BoxWrite)) {
             stats.clone(),
             Instant::now(),
         )
-        .with_policy(env.policy.clone(), env.client),
+        .with_policy(env.policy.clone(), env.client.clone()),
     ));
     let (reply_tx, reply_rx) = mpsc::channel::<Bytes>(env.max_buffered_frames.max(1));
     let (up_tx, up_rx) = mpsc::channel::<BoxRead>(1);

@@ -26,7 +26,7 @@ use super::state::{long_poll_hold, ClientStep, Limits, Relay};
 use crate::codec::codes::{request as rc, response as resp};
 use crate::codec::frame::FrameView;
 use crate::codec::{RemotingCommand, SerializeType};
-use crate::proxy::policy::{Listener, Policy, Request, RuleConfig};
+use crate::proxy::policy::{Client, Listener, Policy, Request, RuleConfig};
 use crate::proxy::stats::ProxyStats;
 
 const LIMITS: Limits = Limits {
@@ -177,7 +177,7 @@ impl Model {
         let stats = Arc::new(ProxyStats::default());
         let now = Instant::now();
         let relay = Relay::new(Arc::from("broker-a:10911"), LIMITS, stats.clone(), now)
-            .with_policy(policy.clone(), None);
+            .with_policy(policy.clone(), Client::default());
         Model {
             relay,
             stats,
@@ -199,7 +199,7 @@ impl Model {
         let req = Request {
             code: view.code,
             listener: Listener::Broker,
-            client: None,
+            client: &Client::default(),
             ext: &ext,
         };
         if header.is_none() && self.policy.reads_header() {

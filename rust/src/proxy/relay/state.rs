@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use std::net::IpAddr;
-
-use super::super::policy::{Listener, Policy, Request as PolicyRequest};
+use super::super::policy::{Client, Listener, Policy, Request as PolicyRequest};
 use super::super::stats::ProxyStats;
 use crate::codec::codes::{request as rc, response as resp};
 use crate::codec::frame::FrameView;
@@ -144,7 +142,7 @@ pub(crate) struct Relay {
     last_failure: Option<(Instant, String)>,
     drain_deadline: Option<Instant>,
     policy: Arc<Policy>,
-    client: Option<IpAddr>,
+    client: Client,
 }
 
 impl Relay {
@@ -159,12 +157,12 @@ impl Relay {
             last_failure: None,
             drain_deadline: None,
             policy: Arc::new(Policy::data_path()),
-            client: None,
+            client: Client::default(),
         }
     }
 
-    /// The request policy to apply, and the client's address for its rules.
-    pub fn with_policy(mut self, policy: Arc<Policy>, client: Option<IpAddr>) -> Self {
+    /// The request policy to apply, and who the client is for its rules.
+    pub fn with_policy(mut self, policy: Arc<Policy>, client: Client) -> Self {
         self.policy = policy;
         self.client = client;
         self
@@ -184,7 +182,7 @@ impl Relay {
         self.policy.check(&PolicyRequest {
             code: view.code,
             listener: Listener::Broker,
-            client: self.client,
+            client: &self.client,
             ext: &ext,
         })
     }
@@ -568,7 +566,7 @@ mod tests {
         let policy = Arc::new(Policy::new(&rules, "data-path").unwrap());
         let t0 = Instant::now();
         let (r, _) = relay(t0);
-        let mut r = r.with_policy(policy, None);
+        let mut r = r.with_policy(policy, Client::default());
         let mut pull = RemotingCommand::request(rc::PULL_MESSAGE);
         pull.ext_fields
             .insert("topic".into(), "internal-audit".into());

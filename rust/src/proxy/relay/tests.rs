@@ -71,7 +71,7 @@ fn start_guarded(refuse: Option<&'static str>, limits: Limits, frame_timeout: Du
         },
         max_buffered_frames: 64,
         policy: Arc::new(crate::proxy::policy::Policy::data_path()),
-        client: None,
+        client: Default::default(),
         shutdown: shutdown_rx,
     };
     let (client, proxy_side) = tokio::io::duplex(1 << 16);

@@ -11,7 +11,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -253,12 +253,19 @@ def test_end_transaction_without_the_oneway_flag_gets_no_local_timeout_reply(
         # Past the request timeout (1 s) and the tick after it; HEART_BEATs keep the
         # connection busy meanwhile and their answers come back in order.
         got = []
-        while time.monotonic() - t0 < 2.5:
-            hb = send_frame(s, RequestCode.HEART_BEAT)
-            frames = read_frames(s, dec, 1, 10)
-            while frames[-1].opaque != hb:
-                frames += read_frames(s, dec, 1, 10)
-            got += frames
+        try:
+            while time.monotonic() - t0 < 2.5:
+                hb = send_frame(s, RequestCode.HEART_BEAT)
+                # The broker may answer END_TRANSACTION (an error) after a later heartbeat,
+                # even in the same read: wait for the heartbeat's answer among them.
+                frames = read_frames(s, dec, 1, 10)
+                while all(f.opaque != hb for f in frames):
+                    frames += read_frames(s, dec, 1, 10)
+                got += frames
+        except TimeoutError as e:
+            keys = ("request", "response", "heart_beat", "late_response", "request_active")
+            st = {k: v for k, v in proxy.stats().items() if k in keys or k.startswith("local")}
+            raise AssertionError(f"no answer to HEART_BEAT {hb} after {len(got)}: {st}") from e
         stray = [f for f in got if f.opaque == op]
         assert all(f.code != ResponseCode.SYSTEM_BUSY for f in stray), [
             (f.code, f.remark) for f in stray
@@ -290,3 +297,67 @@ def test_admin_endpoint_closes_half_sent_requests_quietly(proxy: CliProxy) -> No
             s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     assert proxy.stats()["connections_active"] >= 0
     assert not [x for x in proxy.lines if "Traceback" in x], proxy.lines
+
+
+def open_idle(addr: str, n: int, request: RemotingCommand | None) -> list[socket.socket]:
+    """`n` connections to `addr`, each (when `request` is given) after one answered request."""
+    socks = []
+    frame = request.encode() if request is not None else b""
+    for _ in range(n):
+        s = connect(addr)
+        socks.append(s)
+        if request is not None:
+            s.sendall(frame)
+            read_frames(s, FrameDecoder(), 1, 10)
+    return socks
+
+
+@pytest.mark.proxy_args("--max-connections", "12000")
+def test_ten_thousand_idle_connections_fit_in_little_memory(proxy: CliProxy) -> None:
+    """10,000 idle clients: 4,000 on the name-server port after a route lookup, 4,000 on a broker
+    port that never sent anything, 2,000 on it after a heartbeat (each with its own broker
+    connection). Each costs the proxy at most 8 KiB of resident memory, a new client is still
+    served (max_connections leaves headroom), and every connection is accounted for."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard >= 11_000, f"this test holds 10,000 sockets; the open-file limit is {hard}"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 11_000), hard))
+    broker = broker_port(proxy)
+    assert heartbeat_answered(broker)
+    lookup = RemotingCommand(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "TBW102"})
+    beat = RemotingCommand(RequestCode.HEART_BEAT, {}, body=HEARTBEAT)
+    groups = [
+        ("namesrv port, after a route lookup", proxy.namesrv_addr, 4000, lookup),
+        ("broker port, silent", broker, 4000, None),
+        ("broker port, after a heartbeat", broker, 2000, beat),
+    ]
+    held: list[socket.socket] = []
+
+    def active_is(n: int) -> Callable[[], bool]:
+        return lambda: proxy.stats()["connections_active"] == n
+
+    try:
+        costs = []
+        for what, addr, n, req in groups:
+            before = proxy.rss_bytes()
+            held += open_idle(addr, n, req)
+            wait_until(active_is(len(held)), 30, "the connections")
+            costs.append((what, (proxy.rss_bytes() - before) / n))
+        print(
+            "resident memory per idle connection:", [(w, f"{c / 1024:.1f} KiB") for w, c in costs]
+        )
+        for what, cost in costs:
+            assert cost <= 8 * 1024, f"{what}: {cost / 1024:.1f} KiB per idle connection"
+        assert heartbeat_answered(broker)
+        assert proxy.stats()["connections_rejected"] == 0
+    finally:
+        for s in held:
+            s.close()
+    wait_until(lambda: proxy.stats()["connections_active"] == 0, 60, "every connection closed")
+    # Each broker-port client's own broker connection closes with it (the name-server
+    # connection the proxy keeps for lookups stays).
+    wait_until(
+        lambda: proxy.stats()["upstream_connections_active"] <= 1, 30, "the broker connections"
+    )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

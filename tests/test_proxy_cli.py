@@ -310,3 +310,27 @@ def test_the_readme_defaults_table_is_the_code_defaults() -> None:
                 assert value in (None, [], ""), f"README gives {name} no literal default: {value!r}"
             checked.add(name)
     assert checked >= set(rust) - {"routes"} | {"admin", "log_level"}, set(rust) - checked
+
+
+def test_the_open_file_limit_is_raised_to_fit_max_connections() -> None:
+    """The CLI raises its soft limit on open files to two per allowed connection plus spare,
+    within the hard limit, and says how many clients fit when the hard limit is lower."""
+    import resource
+
+    from rmqfast.proxy.__main__ import FD_SPARE, raise_fd_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        assert raise_fd_limit(300) is None  # 856 needed, 1024 there
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 1024
+        if hard != resource.RLIM_INFINITY and hard >= 4 * 1024:
+            assert raise_fd_limit(1500) is None
+            assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 2 * 1500 + FD_SPARE
+            warning = raise_fd_limit(hard)
+            assert warning is not None
+            assert f"needs up to {2 * hard + FD_SPARE} open files" in warning
+            assert f"about {(hard - FD_SPARE) // 2} clients fit" in warning
+            assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

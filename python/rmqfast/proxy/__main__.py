@@ -198,6 +198,35 @@ def resolve_config(args: argparse.Namespace) -> ProxyConfig:
     return cfg.validate()
 
 
+# File descriptors a proxy needs beyond two per client connection (each client on a broker port
+# has its own broker connection): listeners, name-server connections, the admin endpoint.
+FD_SPARE = 256
+
+
+def raise_fd_limit(max_connections: int) -> str | None:
+    """Raises this process's soft limit on open files to what `max_connections` clients need
+    (two descriptors each, plus `FD_SPARE`), as far as the hard limit allows; a warning when it
+    does not allow enough, else None."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return None
+    need = 2 * max_connections + FD_SPARE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return None
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target >= need:
+        return None
+    return (
+        f"max_connections = {max_connections} needs up to {need} open files, but the limit is "
+        f"{target} (ulimit -n); about {max(0, (target - FD_SPARE) // 2)} clients fit, beyond "
+        "that new connections wait at accept and broker connections fail"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the proxy until SIGTERM or SIGINT; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -212,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    warning = raise_fd_limit(cfg.max_connections)
+    if warning:
+        logging.getLogger("rmqfast.proxy").warning("%s", warning)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

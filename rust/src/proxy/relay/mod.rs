@@ -15,13 +15,13 @@ mod tests;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{watch, Notify, Semaphore};
 
 use super::stats::ProxyStats;
 use crate::codec::frame::FrameView;
@@ -81,6 +81,56 @@ pub(crate) fn limits(config: &super::ProxyConfig) -> Limits {
     }
 }
 
+/// What the two tasks of one relayed connection share (one allocation, nothing more until
+/// it is used: an idle connection's cost is mostly its two tasks).
+struct Conn {
+    relay: Mutex<Relay>,
+    /// Local replies, queued by task A for task B to write.
+    replies: Mutex<VecDeque<Bytes>>,
+    /// Free places in `replies` (`max_buffered_frames`): task A waits for one when it is full,
+    /// so a client that sends refused requests without reading stalls itself.
+    reply_room: Semaphore,
+    /// The read half of a new broker connection, from task A to task B.
+    upstream: Mutex<Option<BoxRead>>,
+    /// Wakes task B: a reply queued or a broker connection handed over.
+    wake: Notify,
+    /// Set when either task ends; `ended` wakes the other.
+    over: AtomicBool,
+    ended: Notify,
+}
+
+impl Conn {
+    fn end(&self) {
+        self.over.store(true, Ordering::Release);
+        self.ended.notify_waiters();
+    }
+
+    /// Resolves once `end` was called (at once if it already was).
+    async fn ending(&self) {
+        let ended = self.ended.notified();
+        if self.over.load(Ordering::Acquire) {
+            return;
+        }
+        ended.await;
+    }
+
+    /// Queues a local reply, waiting for room; false if the connection is over.
+    async fn reply(&self, reply: Bytes) -> bool {
+        let room = tokio::select! {
+            biased;
+            _ = self.ending() => return false,
+            p = self.reply_room.acquire() => p,
+        };
+        match room {
+            Ok(p) => p.forget(),
+            Err(_) => return false,
+        }
+        lock(&self.replies).push_back(reply);
+        self.wake.notify_one();
+        true
+    }
+}
+
 /// Serves one client connection accepted on a broker listener.
 pub(crate) async fn serve(env: RelayEnv, client: (BoxRead, BoxWrite)) {
     let stats = env.stats.clone();
@@ -88,57 +138,47 @@ pub(crate) async fn serve(env: RelayEnv, client: (BoxRead, BoxWrite)) {
     ProxyStats::gauge(&stats.c.connections_broker_active, 1);
     let (crd, cwr) = client;
     let env = Arc::new(env);
-    let relay = Arc::new(Mutex::new(
-        Relay::new(
-            env.broker.clone(),
-            env.limits,
-            stats.clone(),
-            Instant::now(),
-        )
-        .with_policy(env.policy.clone(), env.client.clone()),
-    ));
-    let (reply_tx, reply_rx) = mpsc::channel::<Bytes>(env.max_buffered_frames.max(1));
-    let (up_tx, up_rx) = mpsc::channel::<BoxRead>(1);
-    let (done_tx, done_rx) = watch::channel(false);
-    let done_tx = Arc::new(done_tx);
+    let conn = Arc::new(Conn {
+        relay: Mutex::new(
+            Relay::new(
+                env.broker.clone(),
+                env.limits,
+                stats.clone(),
+                Instant::now(),
+            )
+            .with_policy(env.policy.clone(), env.client.clone()),
+        ),
+        replies: Mutex::new(VecDeque::new()),
+        reply_room: Semaphore::new(env.max_buffered_frames.max(1)),
+        upstream: Mutex::new(None),
+        wake: Notify::new(),
+        over: AtomicBool::new(false),
+        ended: Notify::new(),
+    });
 
-    let b = tokio::spawn(upstream_to_client(
-        env.clone(),
-        relay.clone(),
-        cwr,
-        reply_rx,
-        up_rx,
-        done_tx.clone(),
-        done_rx.clone(),
-    ));
-    client_to_upstream(&env, &relay, crd, reply_tx, up_tx, done_rx).await;
-    let _ = done_tx.send(true);
+    let b = tokio::spawn(upstream_to_client(env.clone(), conn.clone(), cwr));
+    client_to_upstream(&env, &conn, crd).await;
+    conn.end();
     let _ = b.await;
-    lock(&relay).close(Instant::now());
+    lock(&conn.relay).close(Instant::now());
     ProxyStats::gauge(&stats.c.connections_active, -1);
     ProxyStats::gauge(&stats.c.connections_broker_active, -1);
 }
 
 /// Reads client frames and forwards them to the broker (task A).
-async fn client_to_upstream(
-    env: &RelayEnv,
-    relay: &Mutex<Relay>,
-    crd: BoxRead,
-    reply_tx: mpsc::Sender<Bytes>,
-    up_tx: mpsc::Sender<BoxRead>,
-    mut done: watch::Receiver<bool>,
-) {
+async fn client_to_upstream(env: &RelayEnv, conn: &Conn, crd: BoxRead) {
     let stats = &env.stats;
+    let relay = &conn.relay;
     let mut crd = FrameReader::guarded(crd, env.max_frame_size, env.read_limits.clone());
     let mut shutdown = env.shutdown.clone();
     let mut upstream: Option<BoxWrite> = None;
     // Frames ready to forward, each a zero-copy slice of the read buffer.
-    let mut out: VecDeque<Bytes> = VecDeque::with_capacity(16);
+    let mut out: VecDeque<Bytes> = VecDeque::new();
 
     loop {
         let n = tokio::select! {
             biased;
-            _ = done.changed() => break,
+            _ = conn.ending() => break,
             r = crd.read() => match r {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
@@ -182,9 +222,8 @@ async fn client_to_upstream(
                 step = match r {
                     Ok((rd, wr)) => {
                         upstream = Some(wr);
-                        if up_tx.send(rd).await.is_err() {
-                            return;
-                        }
+                        *lock(&conn.upstream) = Some(rd);
+                        conn.wake.notify_one();
                         lock(relay).connected(&view, hold, Instant::now())
                     }
                     Err(e) => lock(relay).unreachable(&view, e, Instant::now()),
@@ -193,7 +232,9 @@ async fn client_to_upstream(
             match step {
                 ClientStep::Forward => out.push_back(frame),
                 ClientStep::Reply(reply) => {
-                    let _ = reply_tx.send(reply).await;
+                    if !conn.reply(reply).await {
+                        return;
+                    }
                 }
                 ClientStep::Drop | ClientStep::Connect => {}
             }
@@ -225,19 +266,11 @@ async fn flush(
 }
 
 /// Relays broker frames and local replies to the client, and ticks the clock (task B).
-async fn upstream_to_client(
-    env: Arc<RelayEnv>,
-    relay: Arc<Mutex<Relay>>,
-    mut cwr: BoxWrite,
-    mut reply_rx: mpsc::Receiver<Bytes>,
-    mut up_rx: mpsc::Receiver<BoxRead>,
-    done_tx: Arc<watch::Sender<bool>>,
-    mut done: watch::Receiver<bool>,
-) {
+async fn upstream_to_client(env: Arc<RelayEnv>, conn: Arc<Conn>, mut cwr: BoxWrite) {
     let stats = &env.stats;
     let mut shutdown = env.shutdown.clone();
     let mut upstream: Option<FrameReader<BoxRead>> = None;
-    let mut out: VecDeque<Bytes> = VecDeque::with_capacity(16);
+    let mut out: VecDeque<Bytes> = VecDeque::new();
     let tick_every = Duration::from_millis(50)
         .max(env.limits.request_timeout / 20)
         .min(Duration::from_millis(250));
@@ -247,16 +280,16 @@ async fn upstream_to_client(
     'main: loop {
         tokio::select! {
             biased;
-            _ = done.changed() => break,
-            Some(reply) = reply_rx.recv() => {
-                out.push_back(reply);
-                while let Ok(r) = reply_rx.try_recv() {
-                    out.push_back(r);
+            _ = conn.ending() => break,
+            _ = conn.wake.notified() => {
+                {
+                    let mut replies = lock(&conn.replies);
+                    conn.reply_room.add_permits(replies.len());
+                    out.extend(replies.drain(..));
                 }
-            }
-            Some(rd) = up_rx.recv() => {
-                upstream = Some(FrameReader::new(rd, env.max_frame_size));
-                continue;
+                if let Some(rd) = lock(&conn.upstream).take() {
+                    upstream = Some(FrameReader::new(rd, env.max_frame_size));
+                }
             }
             r = async {
                 match upstream.as_mut() {
@@ -268,7 +301,7 @@ async fn upstream_to_client(
                     Ok(0) | Err(_) => {
                         // The broker closed: end the client connection too, as a direct
                         // connection would, so the client fails its requests fast and reconnects.
-                        lock(&relay).upstream_lost();
+                        lock(&conn.relay).upstream_lost();
                         break 'main;
                     }
                     Ok(n) => n,
@@ -277,7 +310,7 @@ async fn upstream_to_client(
                 let now = Instant::now();
                 // Only a read that returned bytes gets here, so the reader is there.
                 let Some(rd) = upstream.as_mut() else { continue };
-                let mut relay = lock(&relay);
+                let mut relay = lock(&conn.relay);
                 loop {
                     let frame = match rd.next_frame() {
                         Ok(Some(frame)) => frame,
@@ -298,7 +331,7 @@ async fn upstream_to_client(
                 }
             }
             _ = tick.tick() => {
-                let t = lock(&relay).on_tick(Instant::now(), *shutdown.borrow_and_update());
+                let t = lock(&conn.relay).on_tick(Instant::now(), *shutdown.borrow_and_update());
                 out.extend(t.replies);
                 if t.close {
                     write_counted(&mut cwr, &mut out, &stats.c.bytes_proxy_to_client).await;
@@ -311,5 +344,5 @@ async fn upstream_to_client(
         }
     }
     let _ = cwr.shutdown().await;
-    let _ = done_tx.send(true);
+    conn.end();
 }

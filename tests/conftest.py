@@ -18,13 +18,21 @@ from .secure import SecureCluster, secure_cluster
 from .test_logger_support import FakeProducer
 
 # Fixtures that start real RocketMQ servers (JVMs); a test using any of them is `integration`.
-CLUSTER_FIXTURES = frozenset({"rocketmq", "secure", "rocketmq_proxy"})
+CLUSTER_FIXTURES = frozenset({"rocketmq", "secure", "rocketmq_proxy", "lone_cluster"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if CLUSTER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="module")
+def lone_cluster() -> Iterator[DevCluster]:
+    """A cluster of its own (1 name server, 1 broker) that a module's tests may freeze, stop and
+    restart without disturbing the session cluster."""
+    with DevCluster(namesrvs=1, brokers=1, stop_timeout=10.0) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

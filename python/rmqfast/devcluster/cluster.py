@@ -316,6 +316,27 @@ class DevCluster:
         self._start_group([srv], time.monotonic() + self.timeout, retry_ports=False)
         self._write_state()
 
+    def stop_namesrv(self, index: int = 0, *, kill: bool = False) -> None:
+        """Stop one name server (SIGTERM; SIGKILL if kill). Brokers keep running."""
+        srv = self._namesrvs[index]
+        if kill and srv.pid is not None and self._alive(srv):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(srv.pid, signal.SIGKILL)
+        errors = self._terminate([srv], self.stop_timeout)
+        if errors:
+            raise DevClusterError("; ".join(errors))
+        self._write_state()
+
+    def start_namesrv(self, index: int = 0) -> None:
+        """Start a stopped name server again on its port, empty (brokers register with it at
+        their next heartbeat, every 30 s); waits until it accepts connections."""
+        srv = self._namesrvs[index]
+        if self._alive(srv):
+            raise DevClusterError(f"{srv.name} is already running (pid {srv.pid})")
+        srv.boot_seconds = None
+        self._start_group([srv], time.monotonic() + self.timeout, retry_ports=False)
+        self._write_state()
+
     def mqadmin(
         self, args: Sequence[str], *, timeout: float = 120.0, check: bool = False
     ) -> subprocess.CompletedProcess[str]:

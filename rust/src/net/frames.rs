@@ -17,21 +17,19 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::pin::Pin;
-use std::task::Poll;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::frame::split;
 use crate::codec::FrameError;
 
-/// How much one read may take at most, and at least; each reader adapts between the two, as
-/// Netty's adaptive receive allocator does (see `fill`).
-const READ_MAX: usize = 64 * 1024;
-const READ_MIN: usize = 2048;
+/// Room kept free in the read buffer before each read, and how much more to reserve.
+const READ_LOW_WATER: usize = 16 * 1024;
+const READ_RESERVE: usize = 64 * 1024;
 
 /// Frames up to this size (length prefix included) are read without a budget reservation.
-pub const FREE_FRAME_BYTES: usize = READ_MAX;
+pub const FREE_FRAME_BYTES: usize = READ_RESERVE;
 
 /// The budget is counted in units of this many bytes (a semaphore's permits are `u32`).
 const BUDGET_UNIT: usize = 1024;
@@ -102,52 +100,28 @@ pub struct FrameReader<R> {
     partial_since: Option<Instant>,
     last_read: Option<Instant>,
     held: Option<Held>,
-    /// How much the next read may take (adaptive, `READ_MIN..=READ_MAX`).
-    read_size: usize,
 }
 
-/// One read from `rd` into `buf`, sized by `read_size`, which it then adapts: a read that
-/// fills its room doubles the next one's (up to `READ_MAX`), one that uses under a quarter
-/// halves it (down to `READ_MIN`).
+/// One read from `rd` into `buf`, with at least `READ_LOW_WATER` bytes of room.
 ///
-/// With nothing buffered and light traffic (`read_size` at its minimum) the connection waits
-/// holding no buffer at all: the read lands in an array on the stack of the poll that completes
-/// it and is copied into `buf` there, so an idle connection costs no read memory and the read
-/// stays cancel-safe. Otherwise `read_size` bytes are reserved and read into directly; an
-/// empty buffer holding much more than that is dropped first, so memory a burst needed goes
-/// back (once the frames cut from it are gone).
-async fn fill<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    buf: &mut BytesMut,
-    read_size: &mut usize,
-) -> std::io::Result<usize> {
-    let (n, room) = if buf.is_empty() && *read_size == READ_MIN {
-        *buf = BytesMut::new();
-        let n = std::future::poll_fn(|cx| {
-            let mut stack = [0u8; READ_MIN];
-            let mut rb = ReadBuf::new(&mut stack);
-            std::task::ready!(Pin::new(&mut *rd).poll_read(cx, &mut rb))?;
-            buf.extend_from_slice(rb.filled());
-            Poll::Ready(Ok::<_, std::io::Error>(rb.filled().len()))
-        })
-        .await?;
-        (n, READ_MIN)
-    } else {
-        if buf.is_empty() && buf.capacity() > 2 * *read_size {
+/// A connection that has to wait for bytes with nothing buffered waits holding no buffer: the
+/// room reserved for the read is let go when the read is pending (the frames already cut from
+/// it keep what they need) and reserved again when the connection is ready, so an idle
+/// connection costs no read memory, and each burst starts at the front of a fresh buffer
+/// rather than touching every page of an old one. Cancel-safe: bytes read are in `buf` before
+/// the poll that read them returns.
+async fn fill<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        if buf.capacity() - buf.len() < READ_LOW_WATER {
+            buf.reserve(READ_RESERVE);
+        }
+        let r = tokio_util::io::poll_read_buf(Pin::new(&mut *rd), cx, buf);
+        if r.is_pending() && buf.is_empty() {
             *buf = BytesMut::new();
         }
-        if buf.capacity() - buf.len() < *read_size / 2 {
-            buf.reserve(*read_size);
-        }
-        let room = buf.capacity() - buf.len();
-        (rd.read_buf(buf).await?, room)
-    };
-    if n >= room && *read_size < READ_MAX {
-        *read_size *= 2;
-    } else if n < *read_size / 4 && *read_size > READ_MIN {
-        *read_size /= 2;
-    }
-    Ok(n)
+        r
+    })
+    .await
 }
 
 fn timed_out(what: String) -> std::io::Error {
@@ -165,7 +139,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             partial_since: None,
             last_read: None,
             held: None,
-            read_size: READ_MIN,
         }
     }
 
@@ -183,7 +156,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub async fn read(&mut self) -> std::io::Result<usize> {
         // Borrowed, not cloned: no reference-count traffic per read.
         let Some(limits) = &self.limits else {
-            return fill(&mut self.rd, &mut self.buf, &mut self.read_size).await;
+            return fill(&mut self.rd, &mut self.buf).await;
         };
         let deadline = match (self.partial_since, limits.frame_timeout) {
             (Some(since), Some(t)) => Some(since + t),
@@ -227,7 +200,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buf.reserve(len - self.buf.len());
             }
         }
-        let read = fill(&mut self.rd, &mut self.buf, &mut self.read_size);
+        let read = fill(&mut self.rd, &mut self.buf);
         let n = match deadline {
             Some(d) => tokio::time::timeout_at(d.into(), read)
                 .await
@@ -361,7 +334,7 @@ impl Buf for Frames<'_> {
 mod tests {
     use super::*;
     use crate::codec::{RemotingCommand, SerializeType};
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn frame(opaque: i32, body: usize) -> Vec<u8> {
         let mut c = RemotingCommand::request(10);
@@ -374,15 +347,22 @@ mod tests {
     async fn an_idle_reader_holds_no_buffer_and_a_burst_gives_its_memory_back() {
         let (mut a, b) = tokio::io::duplex(1 << 20);
         let mut r = FrameReader::new(b, 1 << 20);
-        // Light traffic: each frame read through the stack, nothing kept once it is cut off.
+        // Waiting with nothing buffered: no buffer held (the read is cut off, losing nothing).
+        async fn waiting(r: &mut FrameReader<tokio::io::DuplexStream>) -> bool {
+            tokio::time::timeout(Duration::from_millis(20), r.read())
+                .await
+                .is_err()
+        }
+        assert!(waiting(&mut r).await);
+        assert_eq!(r.buf.capacity(), 0, "an idle reader waits with no buffer");
         for i in 0..3 {
             a.write_all(&frame(i, 100)).await.unwrap();
             r.read().await.unwrap();
             assert!(r.next_frame().unwrap().is_some());
-            assert_eq!((r.buffered(), r.read_size), (0, READ_MIN));
+            assert!(waiting(&mut r).await);
+            assert_eq!(r.buf.capacity(), 0);
         }
-        assert_eq!(r.buf.capacity(), 0, "a light reader waits with no buffer");
-        // A burst: reads fill their room, so they grow to READ_MAX.
+        // A burst, then quiet: the burst's buffer is let go.
         let burst: Vec<u8> = (0..400).flat_map(|i| frame(i, 1000)).collect();
         a.write_all(&burst).await.unwrap();
         let mut frames = 0;
@@ -392,16 +372,12 @@ mod tests {
                 frames += 1;
             }
         }
-        assert_eq!(r.read_size, READ_MAX);
-        // Then a trickle of small frames: reads shrink back to the minimum, and the burst's
-        // buffer goes with them.
-        for i in 0..8 {
-            a.write_all(&frame(i, 10)).await.unwrap();
-            r.read().await.unwrap();
-            assert!(r.next_frame().unwrap().is_some());
-        }
-        assert_eq!(r.read_size, READ_MIN);
+        assert!(waiting(&mut r).await);
         assert_eq!(r.buf.capacity(), 0);
+        // Nothing was lost to the cut-off reads.
+        a.write_all(&frame(9, 10)).await.unwrap();
+        r.read().await.unwrap();
+        assert!(r.next_frame().unwrap().is_some());
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@ shared by the producer, logger and proxy TLS tests (started once per run: confte
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -77,17 +78,27 @@ def acl_sign(fields: dict[str, str]) -> dict[str, str]:
     return signed(fields, b"", ACL_USER, ACL_PASSWORD)
 
 
+# A fresh P-256 key, unencrypted (openssl req).
+_EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+
+def _openssl(d: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+
+def _make_ca(d: Path, name: str, subject: str) -> None:
+    """A self-signed CA valid for 2 days: `<name>.pem` and `<name>.key` in `d`."""
+    _openssl(d, "req", "-x509", *_EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.pem",
+             "-days", "2", "-subj", subject,
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+
+
 def make_certs(d: Path) -> tuple[Path, Path, Path]:
     """A CA and a server certificate for 127.0.0.1/localhost signed by it (openssl CLI)."""
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=rmqfast test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    run = functools.partial(_openssl, d)
+    ec = _EC_KEY
+    _make_ca(d, "ca", "/CN=rmqfast test CA")
     run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
     (d / "ext.cnf").write_text(
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
@@ -102,14 +113,9 @@ def make_client_certs(d: Path, names: list[str]) -> tuple[Path, dict[str, tuple[
     """A client CA and, for each name, a client certificate with subject
     `CN=<name>,O=rmqfast tests` signed by it: (CA file, {name: (certificate, key)})."""
 
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    run("req", "-x509", *ec, "-keyout", "client-ca.key", "-out", "client-ca.pem", "-days", "2",
-        "-subj", "/CN=rmqfast test client CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    run = functools.partial(_openssl, d)
+    ec = _EC_KEY
+    _make_ca(d, "client-ca", "/CN=rmqfast test client CA")
     (d / "client-ext.cnf").write_text(
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
         "extendedKeyUsage=clientAuth\n"

@@ -31,6 +31,21 @@ SUCCESS = 0
 GET_ROUTEINFO_BY_TOPIC = 105
 
 
+def tls_both_sides(secure: SecureCluster) -> dict[str, Any]:
+    """A proxy config with TLS toward the cluster (verified against the test CA) and toward
+    clients (the cluster's own server certificate, from the same CA)."""
+    certs = Path(secure.ca_file).parent
+    return {
+        "namesrv": secure.namesrv,
+        "listen": "127.0.0.1:0",
+        "admin": None,
+        "upstream_tls": True,
+        "upstream_tls_ca_file": secure.ca_file,
+        "tls_cert_file": str(certs / "server.pem"),
+        "tls_key_file": str(certs / "server.key"),
+    }
+
+
 def test_proxy_speaks_tls_upstream(secure: SecureCluster) -> None:
     """The rmqfast proxy in front of the TLS-enforcing, ACL-protected cluster: clients talk
     plain to the proxy, the proxy talks TLS (verified against the test CA) to the name server
@@ -76,15 +91,8 @@ def test_proxy_serves_tls_clients(secure: SecureCluster) -> None:
     """TLS on both sides: clients reach the proxy over TLS (its certificate from the test CA),
     the proxy reaches the cluster over TLS. `enforcing` refuses plain clients (counted),
     `permissive` serves both."""
-    certs = Path(secure.ca_file).parent
     cfg: dict[str, Any] = {
-        "namesrv": secure.namesrv,
-        "listen": "127.0.0.1:0",
-        "admin": None,
-        "upstream_tls": True,
-        "upstream_tls_ca_file": secure.ca_file,
-        "tls_cert_file": str(certs / "server.pem"),
-        "tls_key_file": str(certs / "server.key"),
+        **tls_both_sides(secure),
     }
     with Proxy(cfg) as proxy:
         p = Producer(
@@ -124,15 +132,8 @@ def test_java_client_over_tls_through_the_proxy(
     cache = getattr(request.config, "cache", None)
     build = cache.mkdir("rmqfast-java") if cache is not None else tmp_path / "build"
     java = JavaTools(secure.cluster.lib_dir, build, tmp_path)
-    certs = Path(secure.ca_file).parent
     cfg = {
-        "namesrv": secure.namesrv,
-        "listen": "127.0.0.1:0",
-        "admin": None,
-        "upstream_tls": True,
-        "upstream_tls_ca_file": secure.ca_file,
-        "tls_cert_file": str(certs / "server.pem"),
-        "tls_key_file": str(certs / "server.key"),
+        **tls_both_sides(secure),
     }
     prefix = uuid.uuid4().hex[:8]
     with Proxy(cfg) as proxy:
@@ -169,15 +170,8 @@ def test_mutual_tls_subjects_in_the_policy(
     no certificate never gets a connection; RocketMQ's Java client, showing its own
     certificate, produces under the default policy."""
     ca, certs = make_client_certs(tmp_path, ["ops", "app", "java-app"])
-    server = Path(secure.ca_file).parent
     cfg: dict[str, Any] = {
-        "namesrv": secure.namesrv,
-        "listen": "127.0.0.1:0",
-        "admin": None,
-        "upstream_tls": True,
-        "upstream_tls_ca_file": secure.ca_file,
-        "tls_cert_file": str(server / "server.pem"),
-        "tls_key_file": str(server / "server.key"),
+        **tls_both_sides(secure),
         "tls_client_auth": "require",
         "tls_client_ca_file": str(ca),
         "policy": [

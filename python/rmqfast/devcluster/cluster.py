@@ -287,13 +287,7 @@ class DevCluster:
 
     def stop_broker(self, name: str, *, kill: bool = False, wait_unregistered: bool = True) -> None:
         """Stop one broker (SIGTERM; SIGKILL if kill) and wait until it is deregistered."""
-        srv = self._brokers[name]
-        if kill and srv.pid is not None and self._alive(srv):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(srv.pid, signal.SIGKILL)
-        errors = self._terminate([srv], self.stop_timeout)
-        if errors:
-            raise DevClusterError("; ".join(errors))
+        self._stop_one(self._brokers[name], kill)
         if wait_unregistered:
             deadline = time.monotonic() + self.timeout
             while True:
@@ -309,28 +303,28 @@ class DevCluster:
 
     def start_broker(self, name: str) -> None:
         """Start a stopped broker again with the same ports and store; wait until registered."""
-        srv = self._brokers[name]
-        if self._alive(srv):
-            raise DevClusterError(f"{name} is already running (pid {srv.pid})")
-        srv.boot_seconds = None
-        self._start_group([srv], time.monotonic() + self.timeout, retry_ports=False)
-        self._write_state()
+        self._restart_one(self._brokers[name])
 
     def stop_namesrv(self, index: int = 0, *, kill: bool = False) -> None:
         """Stop one name server (SIGTERM; SIGKILL if kill). Brokers keep running."""
-        srv = self._namesrvs[index]
+        self._stop_one(self._namesrvs[index], kill)
+        self._write_state()
+
+    def start_namesrv(self, index: int = 0) -> None:
+        """Start a stopped name server again on its port, empty (brokers register with it at
+        their next heartbeat, every 30 s); waits until it accepts connections."""
+        self._restart_one(self._namesrvs[index])
+
+    def _stop_one(self, srv: _Server, kill: bool) -> None:
         if kill and srv.pid is not None and self._alive(srv):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(srv.pid, signal.SIGKILL)
         errors = self._terminate([srv], self.stop_timeout)
         if errors:
             raise DevClusterError("; ".join(errors))
-        self._write_state()
 
-    def start_namesrv(self, index: int = 0) -> None:
-        """Start a stopped name server again on its port, empty (brokers register with it at
-        their next heartbeat, every 30 s); waits until it accepts connections."""
-        srv = self._namesrvs[index]
+    def _restart_one(self, srv: _Server) -> None:
+        """Starts a stopped server again on its ports; waits until it is ready."""
         if self._alive(srv):
             raise DevClusterError(f"{srv.name} is already running (pid {srv.pid})")
         srv.boot_seconds = None

@@ -9,8 +9,14 @@ retry_delay, so rendering overlaps the network wait (the producer releases the G
 sender, batches reach the broker in order; with more, a flush still waits for every batch
 queued before it.
 
-Every entry accepted is eventually counted exactly once as sent or dropped (by reason);
-entries refused by `put()` are counted as dropped and never as accepted.
+Every entry accepted is eventually counted exactly once as sent, dropped (by reason) or
+spooled; entries refused by `put()` are counted as dropped and never as accepted.
+
+With a spool (`rmqfast.logger.spool`), what would have been dropped after the retries, or at
+close, is written to disk instead, and while the spool holds anything (an outage) or the send
+queue is backed up, the batcher writes new batches there too, so the spool stays in order and
+memory stays bounded. A *drainer* thread replays the spool (this process's entries and any a
+predecessor left) whenever the broker takes them, retrying with backoff until it does.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from rmqfast.logger.spool import Spool, SpoolError
+
 __all__ = ["DROP_REASONS", "BatchProcessor", "Encoded", "Message", "close_all"]
 
 _log = logging.getLogger("rmqfast.logger")
@@ -41,13 +49,27 @@ DROP_REASONS: tuple[str, ...] = (
     "retries_exhausted",
     "closed",
     "shutdown",
+    "spool_error",
 )
 """Why entries were dropped: queue_full / bytes_full (max_pending_entries / max_pending_bytes
 reached), too_large (one entry exceeds max_message_size), encode_error (could not be rendered as
 JSON), rejected (every attempt failed, the last with an error the producer calls permanent: bad
 credentials, no permission, unknown topic…), retries_exhausted (every attempt failed, the last
 with a transient error), closed (logged after close()), shutdown (still pending when the
-close() or exit deadline passed)."""
+close() or exit deadline passed), spool_error (the spool could not write them: disk full or an
+I/O error; the error is in the warning)."""
+
+SPOOL_STATS: dict[str, int] = {
+    "spooled": 0,
+    "replayed": 0,
+    "spool_dropped": 0,
+    "spool_corrupt": 0,
+    "pending_spool_entries": 0,
+    "pending_spool_bytes": 0,
+}
+"""The spool's counters (zero without a spool): entries written to it by this process, entries
+replayed from it (a predecessor's too), entries dropped with the oldest segment to make room,
+records found torn or corrupt (never replayed), and the entries and bytes it holds."""
 
 Encoded = tuple[bytes, str | None, str | None]
 """A rendered entry: message body, key (KEYS) and tag (TAGS)."""
@@ -64,6 +86,9 @@ _BATCH_OVERHEAD = 20 + 2 + 96
 _MAX_KEYS_LEN = 16000
 _MAX_BACKOFF = 60.0
 _LATENCY_WINDOW = 1024
+# The drainer's retry waits while the broker is away: retry_delay (at least this), doubling.
+_SPOOL_RETRY_MIN = 0.2
+_SPOOL_RETRY_MAX = 5.0
 
 
 class _Marker:
@@ -79,12 +104,15 @@ class _Marker:
 class _Unit:
     """What one producer call sends: one message, or a batch fitting one request."""
 
-    __slots__ = ("attempts", "entries", "messages", "nbytes")
+    __slots__ = ("attempts", "entries", "messages", "nbytes", "source")
 
-    def __init__(self, messages: list[Message], entries: int, nbytes: int) -> None:
+    def __init__(
+        self, messages: list[Message], entries: int, nbytes: int, source: list[Encoded]
+    ) -> None:
         self.messages = messages
         self.entries = entries
         self.nbytes = nbytes
+        self.source = source  # the rendered entries, which a spool stores
         self.attempts = 0
 
 
@@ -112,6 +140,7 @@ class BatchProcessor:
         array_item: Callable[[bytes], bytes] | None = None,
         shutdown_timeout: float = 5,
         send_concurrency: int = 2,
+        spool: Spool | None = None,
     ) -> None:
         self.name = name
         self._render = render
@@ -131,6 +160,9 @@ class BatchProcessor:
         self._array_item = array_item
         self.shutdown_timeout = float(shutdown_timeout)
         self.send_concurrency = max(1, send_concurrency)
+        self._spool = spool
+        # Entries queued for the senders beyond which the batcher spools instead.
+        self._divert_at = max(batch_max_size, max_pending_entries // 2)
         self._closed = False
         self._init_state()
         _PROCESSORS.add(self)
@@ -170,6 +202,12 @@ class BatchProcessor:
         self._senders_alive = 0
         self._batcher: threading.Thread | None = None
         self._senders: list[threading.Thread] = []
+        self._drain_cv = threading.Condition(self._lock)
+        self._drainer: threading.Thread | None = None
+        self._queued = 0  # entries in _sendq and in flight
+        self._orphans: list[_Unit] = []  # units a stopping sender leaves for the spool
+        # The spool holds entries (an outage, or a predecessor's): new batches go there too.
+        self._spooling = self._spool is not None and self._spool.entries > 0
 
     def _start_threads(self) -> None:
         if self._closed:
@@ -184,14 +222,33 @@ class BatchProcessor:
             for _ in range(self.send_concurrency)
         ]
         self._senders_alive = len(self._senders)
+        if self._spool is not None:
+            self._drainer = threading.Thread(
+                target=self._drain_loop, name=f"rmqfast-logger-drainer[{self.name}]", daemon=True
+            )
         self._batcher.start()
         for t in self._senders:
             t.start()
+        if self._drainer is not None:
+            self._drainer.start()
 
     def _reinit_after_fork(self) -> None:
         # The child owns none of the parent's entries (the parent still sends them) nor its
         # threads; it starts empty, with fresh locks, and builds its own producer on first send.
         closed = self._closed
+        spool = self._spool
+        if spool is not None:
+            spool.abandon_after_fork()
+            try:
+                self._spool = None if closed else spool.reopen()
+            except (SpoolError, OSError) as e:
+                self._spool = None
+                _log.warning(
+                    "rocketmq logger %r: no spool in the forked process %d: %s",
+                    self.name,
+                    os.getpid(),
+                    e,
+                )
         self._init_state()
         self._closed = closed
         with contextlib.suppress(Exception):
@@ -276,9 +333,13 @@ class BatchProcessor:
             self._abandon = True
             self._batch_cv.notify_all()
             self._send_cv.notify_all()
-        for t in (self._batcher, *self._senders):
+            self._drain_cv.notify_all()
+        for t in (self._batcher, *self._senders, self._drainer):
             if t is not None and t is not threading.current_thread():
                 t.join(max(0.05, deadline - _monotonic()))
+        if self._spool is not None:
+            with contextlib.suppress(OSError):
+                self._spool.close()
         _PROCESSORS.discard(self)
         return flushed
 
@@ -310,6 +371,7 @@ class BatchProcessor:
                 "send_latency_p99_seconds": _quantile(window, 0.99),
                 "send_latency_max_seconds": self._lat_max,
             }
+        out.update(self._spool.stats() if self._spool is not None else SPOOL_STATS)
         return out
 
     # -- batcher thread ------------------------------------------------------------------------
@@ -441,6 +503,13 @@ class BatchProcessor:
             return self._pending_bytes
 
     def _cut(self, buf: list[Encoded], marker: _Marker | None) -> None:
+        if (
+            buf
+            and self._spool is not None
+            and (self._spooling or self._abandon or self._queued >= self._divert_at)
+        ):
+            self._to_spool(buf, sum(len(e[0]) for e in buf))
+            buf = []
         units = self._pack(buf) if buf else []
         with self._lock:
             if self._abandon:
@@ -453,6 +522,7 @@ class BatchProcessor:
                     marker.event.set()
                 return
             self._sendq.extend(units)
+            self._queued += sum(u.entries for u in units)
             if marker is not None:
                 self._sendq.append(marker)
             self._send_cv.notify(len(units) + (marker is not None))
@@ -464,23 +534,25 @@ class BatchProcessor:
             conv = self._array_item
             group: list[Encoded] = []
             size = 2
-            for enc in buf:
+            start = 0
+            for i, enc in enumerate(buf):
                 body = enc[0] if conv is None else conv(enc[0])
                 n = len(body) + (1 if group else 0)
                 if group and size + n > limit:
-                    units.append(self._array_unit(group))
-                    group, size, n = [], 2, len(body)
+                    units.append(self._array_unit(group, buf[start:i]))
+                    group, size, n, start = [], 2, len(body), i
                 group.append((body, enc[1], enc[2]))
                 size += n
             if group:
-                units.append(self._array_unit(group))
+                units.append(self._array_unit(group, buf[start:]))
             return units
         if self.message_shape == "array":
-            return [_Unit([(b, _props(k, t))], 1, len(b)) for b, k, t in buf]
+            return [_Unit([(b, _props(k, t))], 1, len(b), [(b, k, t)]) for b, k, t in buf]
         messages: list[Message] = []
         nbytes = 0
         est = 0
-        for body, key, tag in buf:
+        start = 0
+        for i, (body, key, tag) in enumerate(buf):
             if key is None and tag is None:
                 props = None
                 m = len(body) + _BATCH_OVERHEAD
@@ -488,17 +560,17 @@ class BatchProcessor:
                 props = _props(key, tag)
                 m = len(body) + _BATCH_OVERHEAD + len(key or "") + len(tag or "")
             if messages and est + m > limit:
-                units.append(_Unit(messages, len(messages), nbytes))
-                messages, nbytes, est = [], 0, 0
+                units.append(_Unit(messages, len(messages), nbytes, buf[start:i]))
+                messages, nbytes, est, start = [], 0, 0, i
             messages.append((body, props))
             nbytes += len(body)
             est += m
         if messages:
-            units.append(_Unit(messages, len(messages), nbytes))
+            units.append(_Unit(messages, len(messages), nbytes, buf[start:]))
         return units
 
     @staticmethod
-    def _array_unit(group: list[Encoded]) -> _Unit:
+    def _array_unit(group: list[Encoded], source: list[Encoded]) -> _Unit:
         body = b"[" + b",".join(e[0] for e in group) + b"]"
         keys: list[str] = []
         seen: set[str] = set()
@@ -514,9 +586,17 @@ class BatchProcessor:
                 total += len(key) + 1
         tag = group[0][2]
         nbytes = sum(len(e[0]) for e in group)
-        return _Unit([(body, _props(" ".join(keys) or None, tag))], len(group), nbytes)
+        return _Unit([(body, _props(" ".join(keys) or None, tag))], len(group), nbytes, source)
 
     def _abandon_items(self, items: Iterable[Any], buf: list[Encoded]) -> None:
+        if self._spool is not None:
+            # Rendered and spooled rather than dropped: the next process replays them.
+            todo = [i for i in items if type(i) is not _Marker]
+            for item in items:
+                if type(item) is _Marker:
+                    item.event.set()
+            buf, _ = self._consume(todo, list(buf), 0.0, 0.0)
+            items = ()
         n = len(buf)
         nbytes = sum(len(e[0]) for e in buf)
         for item in items:
@@ -524,6 +604,9 @@ class BatchProcessor:
                 item.event.set()
             else:
                 n += 1
+        if buf and self._spool is not None:
+            self._to_spool(buf, nbytes)
+            n, nbytes = 0, 0
         with self._lock:
             self._dropped["shutdown"] += n
             self._pending -= n
@@ -533,6 +616,27 @@ class BatchProcessor:
             self._intake = deque()
         if rest:
             self._abandon_items(rest, [])
+
+    def _to_spool(self, encoded: list[Encoded], nbytes: int) -> None:
+        """Move entries that left the memory queue to the spool (call without the lock)."""
+        assert self._spool is not None
+        try:
+            self._spool.append(encoded)
+            error = None
+        except OSError as e:
+            error = f"could not write to the spool {self._spool.slot!r}: {e}"
+        n = len(encoded)
+        with self._lock:
+            self._pending -= n
+            self._pending_bytes -= nbytes
+            if error is None:
+                self._spooling = True
+                self._drain_cv.notify()
+            else:
+                self._last_error = error
+                self._dropped["spool_error"] += n
+                self._unwarned["spool_error"] = self._unwarned.get("spool_error", 0) + n
+                self._batch_cv.notify()
 
     def _warn_drops(self, counts: dict[str, int]) -> None:
         total = sum(counts.values())
@@ -558,6 +662,9 @@ class BatchProcessor:
             while True:
                 with self._lock:
                     unit = self._next_unit()
+                    orphans, self._orphans = self._orphans, []
+                for u in orphans:
+                    self._to_spool(u.source, u.nbytes)
                 if unit is None:
                     return
                 try:
@@ -565,6 +672,7 @@ class BatchProcessor:
                 finally:
                     with self._lock:
                         self._inflight -= 1
+                        self._queued -= unit.entries
                         self._send_cv.notify_all()
         finally:
             with self._lock:
@@ -603,11 +711,15 @@ class BatchProcessor:
             self._send_cv.wait()
 
     def _abandon_sendq(self) -> None:
-        # Called with the lock held.
+        # Called with the lock held. With a spool, the units go there (by the caller).
         while self._sendq:
             u = self._sendq.popleft()
             if isinstance(u, _Marker):
                 u.event.set()
+                continue
+            self._queued -= u.entries
+            if self._spool is not None:
+                self._orphans.append(u)
                 continue
             self._dropped["shutdown"] += u.entries
             self._pending -= u.entries
@@ -631,11 +743,18 @@ class BatchProcessor:
                     self._last_error = text
                     # Errors the producer calls permanent are retried too: a topic whose only
                     # broker is restarting looks missing to the name server for a while.
-                    if unit.attempts > self.max_retry_count:
+                    spool = self._spool is not None and (
+                        self._spooling or unit.attempts > self.max_retry_count
+                    )
+                    if not spool and unit.attempts > self.max_retry_count:
                         reason = "rejected" if not retryable else "retries_exhausted"
                         self._finish(unit, reason)
                         return
-                    self._retried += unit.entries
+                    if not spool:
+                        self._retried += unit.entries
+                if spool:
+                    self._to_spool(unit.source, unit.nbytes)
+                    return
                 now = _monotonic()
                 if now - last_warn >= 1.0:
                     last_warn = now
@@ -649,6 +768,9 @@ class BatchProcessor:
                         text,
                     )
                 if not self._wait_retry(unit.attempts):
+                    if self._spool is not None:
+                        self._to_spool(unit.source, unit.nbytes)
+                        return
                     with self._lock:
                         self._finish(unit, "shutdown")
                     return
@@ -665,6 +787,79 @@ class BatchProcessor:
                 self._pending -= unit.entries
                 self._pending_bytes -= unit.nbytes
             return
+
+    # -- drainer thread (with a spool) ---------------------------------------------------------
+
+    def _drain_loop(self) -> None:
+        spool = self._spool
+        assert spool is not None
+        try:
+            while True:
+                due = spool.sync_if_due()
+                with self._lock:
+                    if self._abandon or (self._stop and spool.entries == 0):
+                        return
+                    if spool.entries == 0:
+                        self._spooling = False
+                        self._drain_cv.wait(due)
+                        continue
+                records, position = spool.take(self.batch_max_size, self.max_message_size // 2)
+                for unit in self._pack(records):
+                    if not self._replay(unit):
+                        return  # closing: left in the spool for the next process
+                spool.commit(position, len(records))
+        except BaseException:  # pragma: no cover - a bug; keep the process alive, say so
+            _log.exception("rocketmq logger %r: spool drainer thread failed", self.name)
+            raise
+
+    def _replay(self, unit: _Unit) -> bool:
+        """Send one unit from the spool, retrying until it goes; False if closing first."""
+        attempt = 0
+        last_warn = 0.0
+        while True:
+            t0 = _perf()
+            try:
+                self._send(unit.messages)
+            except Exception as e:
+                attempt += 1
+                text = f"{type(e).__name__}: {e}"
+                with self._lock:
+                    self._send_errors += 1
+                    self._last_error = text
+                now = _monotonic()
+                if now - last_warn >= 30.0:
+                    last_warn = now
+                    _log.warning(
+                        "rocketmq logger %r: replaying %d spooled entries failed (attempt %d), "
+                        "will retry: %s",
+                        self.name,
+                        unit.entries,
+                        attempt,
+                        text,
+                    )
+                wait = min(
+                    max(self.retry_delay, _SPOOL_RETRY_MIN) * 2 ** min(attempt - 1, 16),
+                    _SPOOL_RETRY_MAX,
+                )
+                end = _monotonic() + wait
+                with self._lock:
+                    while not (self._abandon or self._stop):
+                        left = end - _monotonic()
+                        if left <= 0:
+                            break
+                        self._drain_cv.wait(left)
+                    if self._abandon or self._stop:
+                        return False
+                continue
+            elapsed = _perf() - t0
+            with self._lock:
+                self._messages += len(unit.messages)
+                self._batches += 1
+                self._lat_sum += elapsed
+                if elapsed > self._lat_max:
+                    self._lat_max = elapsed
+                self._lat_window.append(elapsed)
+            return True
 
     def _finish(self, unit: _Unit, reason: str) -> None:
         # Called with the lock held: unit leaves the queue as dropped.

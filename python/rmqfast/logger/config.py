@@ -76,6 +76,9 @@ class LoggerConfig:
     max_message_size: int = 4 * 1024 * 1024
     shutdown_timeout: float = 5
     send_concurrency: int = 2
+    spool_dir: str | None = None
+    spool_max_bytes: int = 256 * 1024 * 1024
+    spool_fsync_interval: float = 1
     producer_options: dict[str, Any] = field(default_factory=dict)
 
     # Compiled forms, filled by validate().
@@ -144,6 +147,16 @@ class LoggerConfig:
         self.max_message_size = _int("max_message_size", self.max_message_size, 1024)
         self.shutdown_timeout = _number("shutdown_timeout", self.shutdown_timeout, 0, False)
         self.send_concurrency = _int("send_concurrency", self.send_concurrency, 1)
+        if self.spool_dir is not None:
+            if not isinstance(self.spool_dir, (str, os.PathLike)) or not str(self.spool_dir):
+                raise ConfigError("spool_dir", "a directory path or None", self.spool_dir)
+            self.spool_dir = os.fspath(self.spool_dir)
+        self.spool_max_bytes = _int(
+            "spool_max_bytes", self.spool_max_bytes, 4 * self.max_message_size
+        )
+        self.spool_fsync_interval = _number(
+            "spool_fsync_interval", self.spool_fsync_interval, 0, False
+        )
         if not isinstance(self.producer_options, Mapping) or not all(
             isinstance(k, str) for k in self.producer_options
         ):

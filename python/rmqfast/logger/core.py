@@ -15,6 +15,7 @@ from rmqfast.logger.config import set_metadata as _set_metadata
 from rmqfast.logger.encode import json_string
 from rmqfast.logger.render import Renderer
 from rmqfast.logger.sink import PRODUCER_OPTIONS, ProducerLike, Sink
+from rmqfast.logger.spool import Spool, SpoolError
 from rmqfast.stats import register_logger_stats
 
 __all__ = ["RocketMQLogger", "all_loggers", "close_all", "set_metadata", "stats_items"]
@@ -80,6 +81,19 @@ class RocketMQLogger:
         self._renderer = Renderer(cfg, _version())
         self._sink = Sink(cfg, producer_factory)
         origin = cfg.meta_format == "origin"
+        spool = None
+        if cfg.spool_dir is not None:
+            try:
+                spool = Spool(
+                    cfg.spool_dir,
+                    name=cfg.name,
+                    topic=cfg.topic,
+                    max_bytes=cfg.spool_max_bytes,
+                    fsync_interval=cfg.spool_fsync_interval,
+                    max_record=cfg.max_message_size + (1 << 20),
+                )
+            except (SpoolError, OSError) as e:
+                raise ConfigError("spool_dir", f"a usable directory ({e})", show=False) from e
         self._processor = BatchProcessor(
             name=cfg.name,
             render=self._renderer.render,
@@ -99,6 +113,7 @@ class RocketMQLogger:
             array_item=json_string if origin else None,
             shutdown_timeout=cfg.shutdown_timeout,
             send_concurrency=cfg.send_concurrency,
+            spool=spool,
         )
         self._put = self._processor.put
         _LOGGERS.add(self)

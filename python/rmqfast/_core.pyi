@@ -303,6 +303,7 @@ class Producer:
         route_refresh_interval: float = 30.0,
         max_message_size: int = 4194304,
         tls_insecure_skip_verify: bool | None = None,
+        auto_create_topic: bool = False,
     ) -> Producer: ...
     def send(
         self,
@@ -331,7 +332,9 @@ class Producer:
     def send_batch_async(
         self, topic: str, messages: list[tuple[bytes, dict[str, str] | None]]
     ) -> Awaitable[list[SendResult]]: ...
-    def route(self, topic: str) -> dict[str, Any]: ...
+    def route(self, topic: str) -> dict[str, Any]:
+        """The cached route (looked up first if need be), with `write_queues`, `stale`,
+        `fetched_at` and `from_default_topic` (TBW102's route, for auto_create_topic)."""
     def stats(self) -> dict[str, int]: ...
     def close(self) -> None: ...
 

@@ -7,7 +7,9 @@ Route lookup with name-server failover and periodic refresh, round-robin queue s
 SEND_MESSAGE_V2 and SEND_BATCH_MESSAGE, per-request timeouts, retry on another broker, TLS and
 AK/SK signing. Every send releases the GIL; `send_async` and `send_batch_async` are awaitable
 from asyncio. A failed send raises `ProducerError` (with `code` and `retryable`); a successful
-one returns a `SendResult` per request.
+one returns a `SendResult` per request. `auto_create_topic=True` sends to a topic nobody created
+on the route of the brokers' `TBW102` template, so that brokers with `autoCreateTopicEnable=true`
+create it on the first message (as Java's DefaultMQProducer does).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 //! The producer the logger uses: topic routes from the name servers (failover, periodic
-//! refresh, cached routes kept while the name servers are down), round-robin queue selection,
+//! refresh, cached routes kept while the name servers are down; opt-in, TBW102's route for a
+//! topic the brokers are to create, as Java's producer does), round-robin queue selection,
 //! SEND_MESSAGE_V2 and SEND_BATCH_MESSAGE, per-request timeouts, retry on another broker for
 //! the response codes Java's producer retries, TLS (rustls) and AK/SK request signing.
 //!
@@ -47,8 +48,9 @@ pub const RETRY_RESPONSE_CODES: [i32; 8] = [
 
 /// The topic a broker creates new topics from when auto-creation is on.
 pub const DEFAULT_TOPIC: &str = "TBW102";
-/// Queues of an auto-created topic (header `d`).
-pub const DEFAULT_TOPIC_QUEUE_NUMS: &str = "4";
+/// Queues per broker of an auto-created topic (header `d`, Java's defaultTopicQueueNums); also
+/// the cap on each broker's queues in a route borrowed from `DEFAULT_TOPIC`.
+pub const DEFAULT_TOPIC_QUEUE_NUMS: i32 = 4;
 /// RocketMQ's default `maxMessageSize`.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 /// Largest request body allowed: the frame limit minus room for the header.
@@ -108,6 +110,11 @@ impl ProducerError {
             ErrorKind::Certificate | ErrorKind::InvalidMessage | ErrorKind::Closed => false,
         }
     }
+
+    /// The name servers said the topic does not exist (17 TOPIC_NOT_EXIST).
+    pub fn topic_not_exist(&self) -> bool {
+        self.kind == ErrorKind::NameServer && self.code == Some(response::TOPIC_NOT_EXIST)
+    }
 }
 
 impl fmt::Display for ProducerError {
@@ -142,6 +149,10 @@ pub struct ProducerConfig {
     pub route_refresh_interval: Duration,
     /// Largest request body (one message, or one SEND_BATCH_MESSAGE body).
     pub max_message_size: usize,
+    /// For a topic the name servers do not know, send on the route of `DEFAULT_TOPIC` (TBW102)
+    /// so that the brokers create it on the first message, as Java's DefaultMQProducer does.
+    /// Works only with brokers that have `autoCreateTopicEnable=true` (they alone route TBW102).
+    pub auto_create_topic: bool,
 }
 
 impl Default for ProducerConfig {
@@ -155,6 +166,7 @@ impl Default for ProducerConfig {
             retry_times: 2,
             route_refresh_interval: Duration::from_secs(30),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            auto_create_topic: false,
         }
     }
 }
@@ -243,6 +255,10 @@ pub struct CachedRoute {
     pub publish: PublishInfo,
     /// When it was fetched (epoch ms).
     pub fetched_at_ms: u64,
+    /// The name servers did not know the topic: this is `DEFAULT_TOPIC`'s route, queues capped
+    /// at `DEFAULT_TOPIC_QUEUE_NUMS` (auto_create_topic). Provisional: every refresh asks for
+    /// the topic's own route again and takes it as soon as the name servers have it.
+    pub from_default_topic: bool,
 }
 
 struct TopicEntry {
@@ -485,8 +501,10 @@ impl Producer {
         Ok(results)
     }
 
-    /// The route of `topic`: the cached one, else looked up now. Also says whether the last
-    /// refresh failed (the route is being served from cache).
+    /// The route of `topic`: the cached one, else looked up now (with auto_create_topic, that of
+    /// `DEFAULT_TOPIC` for a topic the name servers do not know: see
+    /// `CachedRoute::from_default_topic`). Also says whether the last refresh failed (the route
+    /// is being served from cache).
     pub async fn route(&self, topic: &str) -> Result<(CachedRoute, bool), ProducerError> {
         self.check_open()?;
         let entry = self.topic_entry(topic).await?;
@@ -494,7 +512,9 @@ impl Producer {
         Ok(((*entry.current()).clone(), stale))
     }
 
-    /// Refreshes every cached route now (the background task calls this periodically).
+    /// Refreshes every cached route now (the background task calls this periodically). A route
+    /// borrowed from `DEFAULT_TOPIC` is replaced by the topic's own once the name servers know
+    /// the topic.
     pub async fn refresh_routes(&self) {
         let entries: Vec<(String, Arc<TopicEntry>)> = match self.inner.routes.read() {
             Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -504,7 +524,16 @@ impl Producer {
             if self.inner.closed.load(Ordering::SeqCst) {
                 return;
             }
-            match self.fetch_route(&topic).await {
+            let provisional = entry.current().from_default_topic;
+            let fetched = match self.fetch_route(&topic).await {
+                // Still unknown: borrow the default topic's route again (its brokers may have
+                // changed too).
+                Err(e) if provisional && e.topic_not_exist() => {
+                    self.default_topic_route(&topic).await
+                }
+                other => other,
+            };
+            match fetched {
                 Ok(route) => {
                     if let Ok(mut r) = entry.route.write() {
                         *r = Arc::new(route);
@@ -613,7 +642,7 @@ impl Producer {
         if let Some(e) = cached(self) {
             return Ok(e);
         }
-        match self.fetch_route(topic).await {
+        match self.lookup_route(topic).await {
             Ok(route) => {
                 ProducerStats::add(&self.inner.stats.route_lookups, 1);
                 let entry = Arc::new(TopicEntry {
@@ -634,7 +663,63 @@ impl Producer {
         }
     }
 
+    /// The route to publish a topic not cached yet on: its own, else (auto_create_topic, and the
+    /// name servers do not know it) the default topic's. The errors say what to do.
+    async fn lookup_route(&self, topic: &str) -> Result<CachedRoute, ProducerError> {
+        let missing = match self.fetch_route(topic).await {
+            Err(e) if e.topic_not_exist() => e,
+            other => return other,
+        };
+        if self.inner.config.auto_create_topic {
+            return self.default_topic_route(topic).await;
+        }
+        Err(ProducerError::new(
+            ErrorKind::NameServer,
+            missing.code,
+            format!(
+                "topic {topic:?} does not exist: create it (mqadmin updateTopic), or enable \
+                 auto_create_topic if the brokers have autoCreateTopicEnable=true; {}",
+                missing.message
+            ),
+        ))
+    }
+
+    /// `DEFAULT_TOPIC`'s route, capped as Java caps it, to send `topic` on until the brokers
+    /// have created it (they do on its first message: sends name the default topic).
+    async fn default_topic_route(&self, topic: &str) -> Result<CachedRoute, ProducerError> {
+        match self.fetch_route(DEFAULT_TOPIC).await {
+            Ok(mut route) => {
+                route::cap_default_topic_queues(&mut route.data, DEFAULT_TOPIC_QUEUE_NUMS);
+                route.publish = PublishInfo::from_route(&route.data);
+                route.from_default_topic = true;
+                ProducerStats::add(&self.inner.stats.default_topic_routes, 1);
+                Ok(route)
+            }
+            Err(e) if e.topic_not_exist() => Err(ProducerError::new(
+                ErrorKind::NameServer,
+                e.code,
+                format!(
+                    "topic {topic:?} does not exist and no broker offers auto-creation \
+                     ({DEFAULT_TOPIC} route missing: autoCreateTopicEnable is off on every \
+                     broker): create the topic (mqadmin updateTopic) or set \
+                     autoCreateTopicEnable=true on the brokers; {}",
+                    e.message
+                ),
+            )),
+            Err(mut e) => {
+                e.message = format!(
+                    "topic {topic:?} does not exist and the route of {DEFAULT_TOPIC}, to create \
+                     it from, could not be fetched: {}",
+                    e.message
+                );
+                Err(e)
+            }
+        }
+    }
+
     /// GET_ROUTEINFO_BY_TOPIC from the name servers, starting with the one that last worked.
+    /// 17 (the topic does not exist) comes back as a `NameServer` error whose message is only
+    /// what the name server said; the callers say what it means.
     async fn fetch_route(&self, topic: &str) -> Result<CachedRoute, ProducerError> {
         let ns = &self.inner.config.nameservers;
         let n = ns.len();
@@ -675,6 +760,7 @@ impl Producer {
                             data,
                             publish,
                             fetched_at_ms: message::now_ms(),
+                            from_default_topic: false,
                         });
                     }
                     Err(e) => {
@@ -689,7 +775,7 @@ impl Producer {
                         ErrorKind::NameServer,
                         Some(r.code),
                         format!(
-                            "topic {topic:?} does not exist: {peer} answered {}{}",
+                            "{peer} answered {}{}",
                             code_label(r.code),
                             r.remark.map(|m| format!(" ({m})")).unwrap_or_default()
                         ),
@@ -748,10 +834,17 @@ impl Producer {
                 ProducerStats::add(&self.inner.stats.cached_route_served, 1);
             }
             let Some(q) = route.publish.select(&entry.index, last_broker.as_deref()) else {
+                let borrowed = if route.from_default_topic {
+                    format!(" (its route is {DEFAULT_TOPIC}'s, for auto-creation)")
+                } else {
+                    String::new()
+                };
                 last_err = Some(ProducerError::new(
                     ErrorKind::NoRoute,
                     None,
-                    format!("topic {topic:?} has no writable queue on a broker with a master"),
+                    format!(
+                        "topic {topic:?} has no writable queue on a broker with a master{borrowed}"
+                    ),
                 ));
                 break;
             };
@@ -791,7 +884,7 @@ impl Producer {
         put("a", cfg.producer_group.clone());
         put("b", topic.to_owned());
         put("c", DEFAULT_TOPIC.to_owned());
-        put("d", DEFAULT_TOPIC_QUEUE_NUMS.to_owned());
+        put("d", DEFAULT_TOPIC_QUEUE_NUMS.to_string());
         put("e", queue_id.to_string());
         put("f", "0".to_owned());
         put("g", spec.born_ms.to_string());

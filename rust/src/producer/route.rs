@@ -8,6 +8,18 @@ use crate::codec::route::TopicRouteData;
 /// Permission bit: the queues accept writes.
 pub const PERM_WRITE: i32 = 0x2;
 
+/// Caps a route borrowed from the default topic (TBW102) for a topic the brokers will create on
+/// its first message: each queue data's read and write queue counts become
+/// min(`queue_nums`, readQueueNums), as Java's MQClientInstance does with the producer's
+/// defaultTopicQueueNums.
+pub fn cap_default_topic_queues(route: &mut TopicRouteData, queue_nums: i32) {
+    for qd in &mut route.queue_datas {
+        let n = queue_nums.min(qd.read_queue_nums);
+        qd.read_queue_nums = n;
+        qd.write_queue_nums = n;
+    }
+}
+
 /// A broker group that has a master to send to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerTarget {
@@ -173,6 +185,34 @@ mod tests {
             let q = info.select(&idx, Some("broker-b")).unwrap();
             assert_eq!(info.broker(q).name, "broker-a");
         }
+    }
+
+    #[test]
+    fn default_topic_route_is_capped_by_read_queue_nums() {
+        // 8/8 becomes 4/4; 2 readable of 8 writable becomes 2/2 (Java takes readQueueNums).
+        let json = r#"{"brokerDatas":[
+                {"brokerAddrs":{"0":"h:1"},"brokerName":"a"},
+                {"brokerAddrs":{"0":"h:2"},"brokerName":"b"}],
+            "queueDatas":[
+                {"brokerName":"a","perm":7,"readQueueNums":8,"writeQueueNums":8},
+                {"brokerName":"b","perm":7,"readQueueNums":2,"writeQueueNums":8}]}"#;
+        let mut r = route(json);
+        cap_default_topic_queues(&mut r, 4);
+        let nums: Vec<_> = r
+            .queue_datas
+            .iter()
+            .map(|q| {
+                (
+                    q.broker_name.as_str(),
+                    q.read_queue_nums,
+                    q.write_queue_nums,
+                )
+            })
+            .collect();
+        assert_eq!(nums, [("a", 4, 4), ("b", 2, 2)]);
+        let info = PublishInfo::from_route(&r);
+        assert_eq!(info.queues.len(), 6);
+        assert!(info.queues.iter().all(|q| q.queue_id < 4));
     }
 
     #[test]

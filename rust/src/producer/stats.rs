@@ -56,6 +56,7 @@ producer_stats! {
     sent_flush_slave_timeout: "Sends stored with FLUSH_SLAVE_TIMEOUT (12).",
     route_lookups: "Route lookups for topics not cached yet that succeeded.",
     route_lookup_failures: "Route lookups for uncached topics that failed on every name server.",
+    default_topic_routes: "Routes borrowed from TBW102 for topics the name servers did not know (auto_create_topic), at lookup or refresh.",
     route_refreshes: "Background route refreshes that succeeded.",
     route_refresh_failures: "Background route refreshes that failed on every name server (the cached route stays).",
     cached_route_served: "Send attempts served from a cached route whose last refresh failed.",

@@ -1,5 +1,6 @@
 //! The producer against fake name servers and brokers on loopback (plain TCP and TLS).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -430,7 +431,16 @@ async fn unknown_topic_is_final() {
     assert_eq!(e.kind, ErrorKind::NameServer);
     assert_eq!(e.code, Some(17));
     assert!(!e.retryable());
-    assert!(e.message.contains("does not exist"), "{}", e.message);
+    // What is missing, what to do, and what the name server said.
+    for part in [
+        "topic \"missing_topic\" does not exist: create it (mqadmin updateTopic), or enable \
+         auto_create_topic if the brokers have autoCreateTopicEnable=true; ",
+        &format!("name server {} answered 17 TOPIC_NOT_EXIST", ns.addr),
+    ] {
+        assert!(e.message.contains(part), "{part:?} not in {:?}", e.message);
+    }
+    // Without auto_create_topic, TBW102 is never asked for.
+    assert_eq!(stat(&p, "default_topic_routes"), 0);
     // Invalid topic names never reach the network.
     let e = p.send("bad topic", &msg(&p, b"x")).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::InvalidMessage);
@@ -698,4 +708,203 @@ async fn tls_refuses_an_unknown_issuer_unless_told_not_to_verify() {
     });
     let e = p.route("T").await.unwrap_err();
     assert!(e.retryable(), "{e:?}");
+}
+
+/// A name server that knows exactly the topics of `routes` (topic -> route JSON) and answers 17
+/// for any other; a topic mapped to "" gets no answer at all.
+async fn table_namesrv(routes: Arc<Mutex<HashMap<String, String>>>) -> FakeServer {
+    let handler = move |cmd: &RemotingCommand| {
+        assert_eq!(cmd.code, request::GET_ROUTEINFO_BY_TOPIC);
+        let topic = cmd.ext("topic").unwrap_or_default();
+        match routes.lock().unwrap().get(topic) {
+            Some(json) if json.is_empty() => None,
+            Some(json) => {
+                let mut r = RemotingCommand::response_to(0, 0, None);
+                r.body = json.clone().into_bytes();
+                Some(r)
+            }
+            None => Some(RemotingCommand::response_to(
+                0,
+                response::TOPIC_NOT_EXIST,
+                Some(format!(
+                    "No topic route info in name server for the topic: {topic}"
+                )),
+            )),
+        }
+    };
+    FakeServer::start(Arc::new(handler), None).await
+}
+
+fn topics_asked(ns: &FakeServer) -> Vec<String> {
+    ns.requests()
+        .iter()
+        .map(|r| r.ext("topic").unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn auto_create(ns: &FakeServer) -> ProducerConfig {
+    ProducerConfig {
+        auto_create_topic: true,
+        ..config(vec![ns.addr.clone()])
+    }
+}
+
+#[tokio::test]
+async fn auto_create_topic_sends_on_the_default_route_until_the_topic_is_routed() {
+    let (a, b) = (fake_broker(0, None).await, fake_broker(0, None).await);
+    // TBW102 as brokers with autoCreateTopicEnable register it (perm 7, 8 queues), except that
+    // broker-b reads only 2: Java caps each broker at min(4, readQueueNums).
+    let tbw102 = format!(
+        r#"{{"brokerDatas":[
+            {{"brokerAddrs":{{"0":"{}"}},"brokerName":"broker-a","cluster":"C"}},
+            {{"brokerAddrs":{{"0":"{}"}},"brokerName":"broker-b","cluster":"C"}}],
+          "queueDatas":[
+            {{"brokerName":"broker-a","perm":7,"readQueueNums":8,"writeQueueNums":8}},
+            {{"brokerName":"broker-b","perm":7,"readQueueNums":2,"writeQueueNums":8}}]}}"#,
+        a.addr, b.addr
+    );
+    let routes = Arc::new(Mutex::new(HashMap::from([(
+        DEFAULT_TOPIC.to_owned(),
+        tbw102,
+    )])));
+    let ns = table_namesrv(routes.clone()).await;
+    // No background refresh during the test: refresh_routes() is called by hand.
+    let p = producer(ProducerConfig {
+        route_refresh_interval: Duration::from_secs(3600),
+        ..auto_create(&ns)
+    });
+
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let r = p.send("NewTopic", &msg(&p, b"first")).await.unwrap();
+        assert_eq!(r.topic, "NewTopic");
+        seen.push((r.broker_name, r.queue_id));
+    }
+    seen.sort();
+    let want: Vec<(String, i32)> = [("broker-a", 0..4), ("broker-b", 0..2)]
+        .into_iter()
+        .flat_map(|(n, qs)| qs.map(move |q| (n.to_owned(), q)))
+        .collect();
+    assert_eq!(seen, want);
+    // The topic first, then TBW102; once: the borrowed route is cached.
+    assert_eq!(topics_asked(&ns), ["NewTopic", DEFAULT_TOPIC]);
+    // Each send names the topic and the default topic the broker creates it from.
+    for req in a.requests().iter().chain(&b.requests()) {
+        assert_eq!(req.ext("b"), Some("NewTopic"));
+        assert_eq!(req.ext("c"), Some("TBW102"));
+        assert_eq!(req.ext("d"), Some("4"));
+    }
+    let (r, stale) = p.route("NewTopic").await.unwrap();
+    assert!(r.from_default_topic && !stale);
+    let nums: Vec<_> = r
+        .data
+        .queue_datas
+        .iter()
+        .map(|q| (q.read_queue_nums, q.write_queue_nums))
+        .collect();
+    assert_eq!(nums, [(4, 4), (2, 2)]);
+    assert_eq!(stat(&p, "default_topic_routes"), 1);
+    assert_eq!(stat(&p, "route_lookups"), 1);
+
+    // A refresh while the name server still does not know the topic: TBW102's route again.
+    p.refresh_routes().await;
+    assert_eq!(
+        topics_asked(&ns)[2..],
+        ["NewTopic".to_owned(), DEFAULT_TOPIC.to_owned()]
+    );
+    let (r, stale) = p.route("NewTopic").await.unwrap();
+    assert!(r.from_default_topic && !stale);
+    assert_eq!(stat(&p, "default_topic_routes"), 2);
+    assert_eq!(stat(&p, "route_refreshes"), 1);
+
+    // The brokers created the topic (broker-a alone here) and registered it: the next refresh
+    // replaces the borrowed route with the topic's own, and TBW102 is no longer asked for.
+    routes
+        .lock()
+        .unwrap()
+        .insert("NewTopic".to_owned(), route_json(&[("broker-a", &a.addr)]));
+    p.refresh_routes().await;
+    let (r, stale) = p.route("NewTopic").await.unwrap();
+    assert!(!r.from_default_topic && !stale);
+    assert_eq!(r.publish.brokers.len(), 1);
+    assert_eq!(r.publish.queues.len(), 2);
+    assert_eq!(topics_asked(&ns).len(), 5);
+    let before_b = b.requests().len();
+    for _ in 0..4 {
+        let r = p.send("NewTopic", &msg(&p, b"later")).await.unwrap();
+        assert_eq!(r.broker_name, "broker-a");
+    }
+    assert_eq!(b.requests().len(), before_b);
+    // Known now: later refreshes never fall back, even if the name server forgets it.
+    routes.lock().unwrap().remove("NewTopic");
+    p.refresh_routes().await;
+    let (r, stale) = p.route("NewTopic").await.unwrap();
+    assert!(!r.from_default_topic && stale);
+    assert_eq!(stat(&p, "default_topic_routes"), 2);
+}
+
+#[tokio::test]
+async fn auto_create_topic_for_a_topic_that_exists_uses_its_route() {
+    let (ns, brokers, _) = cluster(&[0]).await;
+    let p = producer(auto_create(&ns));
+    let r = p.send("T", &msg(&p, b"x")).await.unwrap();
+    assert_eq!(r.broker_name, "broker-a");
+    assert!(!p.route("T").await.unwrap().0.from_default_topic);
+    assert_eq!(ns.count(request::GET_ROUTEINFO_BY_TOPIC), 1);
+    assert_eq!(brokers[0].requests().len(), 1);
+    assert_eq!(stat(&p, "default_topic_routes"), 0);
+}
+
+#[tokio::test]
+async fn auto_create_topic_without_a_default_topic_route_says_why() {
+    // No broker has autoCreateTopicEnable: the name server routes neither topic.
+    let ns = table_namesrv(Arc::default()).await;
+    let p = producer(auto_create(&ns));
+    let e = p.send("NewTopic", &msg(&p, b"x")).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NameServer);
+    assert_eq!(e.code, Some(17));
+    assert!(!e.retryable());
+    for part in [
+        "topic \"NewTopic\" does not exist and no broker offers auto-creation (TBW102 route \
+         missing: autoCreateTopicEnable is off on every broker): create the topic (mqadmin \
+         updateTopic) or set autoCreateTopicEnable=true on the brokers; ",
+        &format!("name server {} answered 17 TOPIC_NOT_EXIST", ns.addr),
+        "for the topic: TBW102",
+    ] {
+        assert!(e.message.contains(part), "{part:?} not in {:?}", e.message);
+    }
+    assert_eq!(topics_asked(&ns), ["NewTopic", DEFAULT_TOPIC]);
+    // Nothing is cached: the next send asks again.
+    let e2 = p.send("NewTopic", &msg(&p, b"x")).await.unwrap_err();
+    assert_eq!(e2.message, e.message);
+    assert_eq!(ns.requests().len(), 4);
+    assert_eq!(stat(&p, "route_lookup_failures"), 2);
+    assert_eq!(stat(&p, "default_topic_routes"), 0);
+}
+
+#[tokio::test]
+async fn auto_create_topic_when_the_default_route_cannot_be_fetched() {
+    // The name server answers 17 for the topic but never answers for TBW102: a lookup failure
+    // like any other (retryable), saying what was being fetched.
+    let routes = Arc::new(Mutex::new(HashMap::from([(
+        DEFAULT_TOPIC.to_owned(),
+        String::new(),
+    )])));
+    let ns = table_namesrv(routes).await;
+    let p = producer(ProducerConfig {
+        timeout: Duration::from_millis(200),
+        ..auto_create(&ns)
+    });
+    let e = p.route("NewTopic").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Connection, "{e:?}");
+    assert!(e.retryable());
+    assert!(e.message.contains("200 ms"), "{}", e.message);
+    assert!(
+        e.message.starts_with(
+            "topic \"NewTopic\" does not exist and the route of TBW102, to create it from, \
+             could not be fetched: "
+        ),
+        "{}",
+        e.message
+    );
 }

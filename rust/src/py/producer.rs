@@ -349,6 +349,7 @@ fn route_dict<'py>(
     d.set_item("write_queues", queues)?;
     d.set_item("stale", stale)?;
     d.set_item("fetched_at", route.fetched_at_ms as f64 / 1000.0)?;
+    d.set_item("from_default_topic", route.from_default_topic)?;
     Ok(d)
 }
 
@@ -369,6 +370,7 @@ impl PyProducer {
         route_refresh_interval=30.0,
         max_message_size=4194304,
         tls_insecure_skip_verify=None,
+        auto_create_topic=false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -386,6 +388,7 @@ impl PyProducer {
         route_refresh_interval: f64,
         max_message_size: i64,
         tls_insecure_skip_verify: Option<bool>,
+        auto_create_topic: bool,
     ) -> PyResult<Self> {
         // The old spelling of `tls_verify=False`, kept for a while.
         let skip_verify = match tls_insecure_skip_verify {
@@ -469,6 +472,7 @@ impl PyProducer {
             retry_times,
             route_refresh_interval: seconds("route_refresh_interval", route_refresh_interval)?,
             max_message_size,
+            auto_create_topic,
         };
         let runtime = new_runtime()?;
         let handle = runtime.handle().clone();
@@ -554,7 +558,8 @@ impl PyProducer {
     }
 
     /// The topic's route as cached (looked up first if not cached yet), with `write_queues`,
-    /// `stale` (the last refresh failed) and `fetched_at` (Unix seconds).
+    /// `stale` (the last refresh failed), `fetched_at` (Unix seconds) and `from_default_topic`
+    /// (auto_create_topic: TBW102's route, until the name servers know the topic).
     fn route<'py>(&self, py: Python<'py>, topic: &str) -> PyResult<Bound<'py, PyAny>> {
         self.check_process(py)?;
         check_topic(topic)?;

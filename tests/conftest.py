@@ -18,7 +18,9 @@ from .secure import SecureCluster, secure_cluster
 from .test_logger_support import FakeProducer
 
 # Fixtures that start real RocketMQ servers (JVMs); a test using any of them is `integration`.
-CLUSTER_FIXTURES = frozenset({"rocketmq", "secure", "rocketmq_proxy", "lone_cluster"})
+CLUSTER_FIXTURES = frozenset(
+    {"rocketmq", "secure", "rocketmq_proxy", "lone_cluster", "no_auto_create"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

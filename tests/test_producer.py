@@ -22,8 +22,8 @@ from rmqfast.codec import (
 )
 from rmqfast.devcluster import DevCluster
 
-from .fakes import Connection, FakeServer, name_server, silent
-from .remoting import create_topic, new_topic, pull
+from .fakes import Connection, FakeServer, name_server, silent, wait_until
+from .remoting import RemotingClient, create_topic, new_topic, pull, route_of
 from .secure import ACL_PASSWORD, ACL_USER, SecureCluster, acl_sign, java_sign
 
 RETRY_CODES = {17, 14, 1, 2, 16, 204, 205, 1500}
@@ -185,11 +185,113 @@ def test_nameserver_failover(rocketmq: DevCluster, topic: str) -> None:
         p.close()
 
 
+NOT_EXIST_HINT = (
+    "does not exist: create it (mqadmin updateTopic), or enable auto_create_topic if the brokers "
+    "have autoCreateTopicEnable=true; "
+)
+NO_AUTO_CREATE_HINT = (
+    "does not exist and no broker offers auto-creation (TBW102 route missing: "
+    "autoCreateTopicEnable is off on every broker): create the topic (mqadmin updateTopic) or "
+    "set autoCreateTopicEnable=true on the brokers; "
+)
+
+
 def test_unknown_topic(producer: Producer) -> None:
+    topic = "rmqfast_no_such_topic_" + uuid.uuid4().hex[:8]
     with pytest.raises(ProducerError, match="does not exist") as e:
-        producer.send("rmqfast_no_such_topic_" + uuid.uuid4().hex[:8], b"x")
+        producer.send(topic, b"x")
     assert e.value.code == 17
     assert e.value.retryable is False
+    # What to do comes first, then what the name server said.
+    assert str(e.value).startswith(f'topic "{topic}" {NOT_EXIST_HINT}name server '), str(e.value)
+    assert "17 TOPIC_NOT_EXIST" in str(e.value)
+
+
+def test_auto_create_topic_borrows_the_tbw102_route(rocketmq: DevCluster) -> None:
+    # The dev cluster's brokers have autoCreateTopicEnable=true, so they route TBW102 (8 queues
+    # each); a producer borrows it, 4 queues per broker, for a topic nobody created.
+    topic = new_topic("producer_auto_route")
+    p = Producer([rocketmq.namesrv_addr], auto_create_topic=True, route_refresh_interval=3600)
+    try:
+        route = p.route(topic)  # a lookup only: nothing is sent, so nothing is created
+        assert route["from_default_topic"] is True
+        assert route["write_queues"] == [(b, q) for b in sorted(rocketmq.brokers) for q in range(4)]
+        assert {(q["readQueueNums"], q["writeQueueNums"]) for q in route["queueDatas"]} == {(4, 4)}
+        assert p.stats()["default_topic_routes"] == 1
+    finally:
+        p.close()
+    with RemotingClient(rocketmq.namesrv_addr) as ns:
+        assert route_of(ns, topic) is None
+
+
+def test_auto_create_topic_creates_it_on_the_first_send(rocketmq: DevCluster) -> None:
+    topic = new_topic("producer_auto")
+    with closing(Producer([rocketmq.namesrv_addr], timeout=5.0)) as plain:
+        with pytest.raises(ProducerError) as e:
+            plain.send(topic, b"refused")
+        assert str(e.value).startswith(f'topic "{topic}" {NOT_EXIST_HINT}'), str(e.value)
+        assert (e.value.code, e.value.retryable) == (17, False)
+
+    # Refreshing every second: the route switches to the topic's own once it is registered.
+    p = Producer(
+        [rocketmq.namesrv_addr], timeout=5.0, auto_create_topic=True, route_refresh_interval=1.0
+    )
+    try:
+        results = [p.send(topic, f"auto-{i}".encode(), keys=f"ak-{i}") for i in range(8)]
+        assert p.stats()["default_topic_routes"] >= 1
+        for i, r in enumerate(results):
+            assert r.topic == topic and r.queue_id < 4
+            [m] = pull(rocketmq.brokers[r.broker_name], topic, r.queue_id, r.queue_offset, 1)
+            assert (m.body, m.keys, m.uniq_key) == (f"auto-{i}".encode(), f"ak-{i}", r.msg_id)
+
+        # Each broker that got a message created the topic and registered it.
+        senders = {r.broker_name for r in results}
+
+        def routed() -> bool:
+            with RemotingClient(rocketmq.namesrv_addr) as ns:
+                data = route_of(ns, topic)
+            return data is not None and {q["brokerName"] for q in data.queue_datas} == senders
+
+        wait_until(routed, 45, f"the name server routing {topic} to {sorted(senders)}")
+        wait_until(
+            lambda: p.route(topic)["from_default_topic"] is False,
+            30,
+            f"the producer's route of {topic} replaced by the topic's own",
+        )
+        route = p.route(topic)
+        assert {q["brokerName"] for q in route["queueDatas"]} == senders
+        r = p.send(topic, b"on its own route")
+        assert r.broker_name in senders
+    finally:
+        p.close()
+    # Now a producer without auto-creation finds it too.
+    with closing(Producer([rocketmq.namesrv_addr], timeout=5.0)) as plain:
+        r = plain.send(topic, b"created")
+        [m] = pull(rocketmq.brokers[r.broker_name], topic, r.queue_id, r.queue_offset, 1)
+        assert m.body == b"created"
+
+
+@pytest.fixture(scope="module")
+def no_auto_create() -> Iterator[DevCluster]:
+    """A name server and a broker with autoCreateTopicEnable=false (it routes no TBW102)."""
+    with DevCluster(namesrvs=1, brokers=1, broker_props={"autoCreateTopicEnable": False}) as c:
+        yield c
+
+
+def test_auto_create_topic_needs_a_broker_that_allows_it(no_auto_create: DevCluster) -> None:
+    ns_addr = no_auto_create.namesrv_addr
+    with RemotingClient(ns_addr) as ns:
+        assert route_of(ns, "TBW102") is None
+    topic = new_topic("producer_no_auto")
+    p = Producer([ns_addr], timeout=5.0, auto_create_topic=True)
+    try:
+        with pytest.raises(ProducerError) as e:
+            p.send(topic, b"x")
+        assert str(e.value).startswith(f'topic "{topic}" {NO_AUTO_CREATE_HINT}'), str(e.value)
+        assert (e.value.code, e.value.retryable) == (17, False)
+        assert p.stats()["default_topic_routes"] == 0
+    finally:
+        p.close()
 
 
 def test_message_limits(rocketmq: DevCluster, topic: str) -> None:

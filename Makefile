@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -U pip
 	$(PIP) install -q "maturin>=1.9,<2" "ziglang>=0.17,<0.18" "auditwheel>=6,<7" \
 		"pytest>=8" "pytest-asyncio>=0.23" pytest-timeout \
-		"hypothesis>=6" "ruff>=0.6" "mypy>=1.11" starlette fastapi httpx flask django
+		"hypothesis>=6" "ruff>=0.6" "mypy>=1.11" starlette fastapi httpx flask django uvicorn
 	touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv with maturin and the test tools

@@ -150,9 +150,12 @@ def test_producer_kwargs() -> None:
         "access_key": "ak",
         "secret_key": "sk",
         "max_message_size": 4194304,
+        "auto_create_topic": False,
         "retry_times": 0,
         "route_refresh_interval": 1.0,
     }
+    # max_retry_count counts every retry: the producer itself makes one attempt per call.
+    assert make().producer_kwargs()["retry_times"] == 0
     assert make().producer_kwargs()["access_key"] is None
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from rmqfast.logger import RocketMQLogger, get_metadata, set_metadata
-from rmqfast.logger.records import ASGIRecord, HTTPInfo, WSGIRecord, hostname
+from rmqfast.logger.records import ASGIRecord, HTTPInfo, WSGIRecord, chunk_framing, hostname
 from rmqfast.logger.template import CompiledTemplate, TextTemplate, default_entry, origin_text
 
 from .test_logger_support import FakeProducer
@@ -51,6 +51,7 @@ def asgi_record(**over: Any) -> ASGIRecord:
     rec.status = 201
     rec.resp_headers = [(b"content-type", b"application/json"), (b"x-trace", b"t1")]
     rec.body_bytes = 17
+    rec.chunk_framing = chunk_framing(17)
     for k, v in over.items():
         setattr(rec, k, v)
     return rec
@@ -123,7 +124,12 @@ def test_nginx_variables_and_types() -> None:
     headers = sum(len(k) + len(v) + 4 for k, v in info().headers) + 2
     assert out["request_length"] == line + headers + 11  # body from Content-Length
     resp_headers = len("content-type") + len("application/json") + 4 + len("x-trace") + 6
-    assert out["bytes_sent"] == len("HTTP/1.1 201 ") + 4 + resp_headers + 17
+    # As an HTTP/1.1 server sends it: reason phrase, a Date header, and chunked (one 17-byte
+    # chunk, then the last) since the app gave no Content-Length.
+    status_line = len("HTTP/1.1 201 Created\r\n")
+    date = len("date: Thu, 03 Dec 2026 16:19:52 GMT\r\n")
+    chunked = len("transfer-encoding: chunked\r\n") + len("11\r\n\r\n") + len("0\r\n\r\n")
+    assert out["bytes_sent"] == status_line + resp_headers + date + chunked + 2 + 17
 
 
 def test_time_variables() -> None:
@@ -161,6 +167,7 @@ def test_prefix_families() -> None:
         "ab": "cd",
         "q": "a b",
         "e": "",
+        "flag": True,  # a bare ?flag, as APISIX gives it
         "sid": "abc",
         "theme": "dark",
         "ct": "application/json",
@@ -198,7 +205,7 @@ def test_literals_nesting_missing_and_escape() -> None:
         "s": "plain",
         "interp": "x-$host",
         "dollar": "$host",
-        "list": [1, "$host"],
+        "list": [1, "example.com"],
         "nested": {"host": "example.com", "deeper": {"status": 201}},
     }
     t = CompiledTemplate(fmt)
@@ -207,7 +214,7 @@ def test_literals_nesting_missing_and_escape() -> None:
     # Literal containers are copied per entry.
     first = t.render(info())
     first["list"].append(2)
-    assert t.render(info())["list"] == [1, "$host"]
+    assert t.render(info())["list"] == [1, "example.com"]
 
 
 def test_route_and_host_fallbacks() -> None:
@@ -489,7 +496,10 @@ def test_key_and_tag_templates_from_requests() -> None:
 
 def test_unknown_variables_are_reported_once(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="rmqfast.logger")
-    lg, _ = make(log_format={"u": "$upstream_addr", "h": "$host"})
+    lg, _ = make(log_format={"u": "$upstream_addr", "h": "$host", "x": "$no_such_var"})
     lg.close()
     msgs = [r.getMessage() for r in caplog.records if "unknown variables" in r.getMessage()]
-    assert len(msgs) == 1 and "$upstream_addr" in msgs[0] and "$host" not in msgs[0]
+    assert len(msgs) == 1 and "$no_such_var" in msgs[0] and "$host" not in msgs[0]
+    # An APISIX gateway variable gets its reason.
+    msgs = [r.getMessage() for r in caplog.records if "$upstream_addr" in r.getMessage()]
+    assert len(msgs) == 1 and "no upstream" in msgs[0]

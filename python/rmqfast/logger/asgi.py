@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from rmqfast.logger.records import ASGIRecord
+from rmqfast.logger.records import ASGIRecord, chunk_framing
 
 if TYPE_CHECKING:
     from rmqfast.logger.core import RocketMQLogger
@@ -58,7 +58,12 @@ class ASGIMiddleware:
         rec = ASGIRecord(scope, _time())
         logger = self.logger
         if logger.capture_request_body:
-            receive = _capturing_receive(receive, rec, logger.config.max_req_body_bytes)
+            body = _RequestBody(receive, rec, logger.config.max_req_body_bytes)
+            receive = body.receive
+            # Like APISIX, which reads the body itself: if the app answers without having read
+            # it, the body (up to the limit) is read before the response starts, and handed to
+            # the app should it ask afterwards.
+            send = body.reading_before_start(send)
         if logger.capture_response_body:
             send_wrapper = _capturing_send(send, rec, logger.config.max_resp_body_bytes)
         else:
@@ -66,7 +71,9 @@ class ASGIMiddleware:
             async def send_wrapper(message: Message) -> None:
                 t = message["type"]
                 if t == "http.response.body":
-                    rec.body_bytes += len(message.get("body", b""))
+                    n = len(message.get("body", b""))
+                    rec.body_bytes += n
+                    rec.chunk_framing += chunk_framing(n)
                 elif t == "http.response.start":
                     rec.status = message["status"]
                     rec.resp_headers = _keep_headers(message)
@@ -101,22 +108,50 @@ def _keep_headers(message: Message) -> Any:
     return headers
 
 
-def _capturing_receive(receive: Receive, rec: ASGIRecord, limit: int) -> Receive:
-    rec.req_body = chunks = []
-    rec.req_received = 0
+class _RequestBody:
+    """The request body, kept up to `limit` bytes as the app reads it, or read ahead of the
+    response when the app never asks for it."""
 
-    async def capturing_receive() -> Message:
-        message = await receive()
+    __slots__ = ("_chunks", "_done", "_held", "_limit", "_rec", "_receive")
+
+    def __init__(self, receive: Receive, rec: ASGIRecord, limit: int) -> None:
+        self._receive = receive
+        self._rec = rec
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        rec.req_body = self._chunks
+        rec.req_received = 0
+        self._done = False  # the last body message (or a disconnect) has been seen
+        self._held: list[Message] = []  # read ahead, not yet given to the app
+
+    def _keep(self, message: Message) -> Message:
         if message["type"] == "http.request":
             body = message.get("body", b"")
             if body:
+                rec = self._rec
                 kept = rec.req_received
                 rec.req_received = kept + len(body)
-                if kept < limit:
-                    chunks.append(bytes(body[: limit - kept]))
+                if kept < self._limit:
+                    self._chunks.append(bytes(body[: self._limit - kept]))
+            if not message.get("more_body", False):
+                self._done = True
+        else:
+            self._done = True
         return message
 
-    return capturing_receive
+    async def receive(self) -> Message:
+        if self._held:
+            return self._held.pop(0)
+        return self._keep(await self._receive())
+
+    def reading_before_start(self, send: Send) -> Send:
+        async def send_after_reading(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                while not self._done and self._rec.req_received < self._limit:
+                    self._held.append(self._keep(await self._receive()))
+            await send(message)
+
+        return send_after_reading
 
 
 def _capturing_send(send: Send, rec: ASGIRecord, limit: int) -> Send:
@@ -128,6 +163,7 @@ def _capturing_send(send: Send, rec: ASGIRecord, limit: int) -> Send:
             body = message.get("body", b"")
             kept = rec.body_bytes
             rec.body_bytes = kept + len(body)
+            rec.chunk_framing += chunk_framing(len(body))
             if body and kept < limit:
                 chunks.append(bytes(body[: limit - kept]))
         elif t == "http.response.start":

@@ -9,8 +9,9 @@ retry_delay, so rendering overlaps the network wait (the producer releases the G
 sender, batches reach the broker in order; with more, a flush still waits for every batch
 queued before it.
 
-Every entry accepted is eventually counted exactly once as sent, dropped (by reason) or
-spooled; entries refused by `put()` are counted as dropped and never as accepted.
+Every entry accepted is eventually counted exactly once as sent, dropped (by reason),
+spooled or filtered (a request the `match` rules leave out); entries refused by `put()` are
+counted as dropped and never as accepted.
 
 With a spool (`rmqfast.logger.spool`), what would have been dropped after the retries, or at
 close, is written to disk instead, and while the spool holds anything (an outage) or the send
@@ -84,6 +85,7 @@ _perf = time.perf_counter
 # length, and properties such as UNIQ_KEY and WAIT that the producer adds.
 _BATCH_OVERHEAD = 20 + 2 + 96
 _MAX_KEYS_LEN = 16000
+_FILTERED = "filtered"  # not a drop: a request `match` leaves out
 _MAX_BACKOFF = 60.0
 _LATENCY_WINDOW = 1024
 # The drainer's retry waits while the broker is away: retry_delay (at least this), doubling.
@@ -123,7 +125,7 @@ class BatchProcessor:
         self,
         *,
         name: str,
-        render: Callable[[Any], Encoded],
+        render: Callable[[Any], Encoded | None],
         send: Callable[[list[Message]], None],
         close_sink: Callable[[], None],
         after_fork: Callable[[], None],
@@ -186,6 +188,7 @@ class BatchProcessor:
         self._pending = 0
         self._pending_bytes = 0
         self._accepted = 0
+        self._filtered = 0
         self._sent = 0
         self._messages = 0
         self._batches = 0
@@ -203,6 +206,7 @@ class BatchProcessor:
         self._batcher: threading.Thread | None = None
         self._senders: list[threading.Thread] = []
         self._drain_cv = threading.Condition(self._lock)
+        self._spool_order = threading.Lock()  # spool writes that must not interleave
         self._drainer: threading.Thread | None = None
         self._queued = 0  # entries in _sendq and in flight
         self._orphans: list[_Unit] = []  # units a stopping sender leaves for the spool
@@ -357,6 +361,7 @@ class BatchProcessor:
             n = self._batches + self._send_errors
             out: dict[str, Any] = {
                 "accepted": self._accepted,
+                "filtered": self._filtered,
                 "sent": self._sent,
                 "failed": self._failed,
                 "retried": self._retried,
@@ -473,6 +478,9 @@ class BatchProcessor:
                 drops["encode_error"] = drops.get("encode_error", 0) + 1
                 self._note_error(f"could not render an entry: {type(e).__name__}: {e}")
                 continue
+            if enc is None:
+                drops[_FILTERED] = drops.get(_FILTERED, 0) + 1
+                continue
             n = len(enc[0])
             if n > limit:
                 drops["too_large"] = drops.get("too_large", 0) + 1
@@ -497,9 +505,12 @@ class BatchProcessor:
         with self._lock:
             self._pending_bytes += added
             for reason, k in drops.items():
+                self._pending -= k
+                if reason == _FILTERED:
+                    self._filtered += k
+                    continue
                 self._dropped[reason] += k
                 self._unwarned[reason] = self._unwarned.get(reason, 0) + k
-                self._pending -= k
             return self._pending_bytes
 
     def _cut(self, buf: list[Encoded], marker: _Marker | None) -> None:
@@ -508,7 +519,7 @@ class BatchProcessor:
             and self._spool is not None
             and (self._spooling or self._abandon or self._queued >= self._divert_at)
         ):
-            self._to_spool(buf, sum(len(e[0]) for e in buf))
+            self._spool_in_order(None, buf, sum(len(e[0]) for e in buf))
             buf = []
         units = self._pack(buf) if buf else []
         with self._lock:
@@ -616,6 +627,24 @@ class BatchProcessor:
             self._intake = deque()
         if rest:
             self._abandon_items(rest, [])
+
+    def _spool_in_order(self, head: _Unit | None, tail: list[Encoded] | None, nbytes: int) -> None:
+        """Start (or keep) spooling without reordering: `head` (a unit that failed), then
+        every unit still waiting for a sender, then `tail` (new entries) go to the spool in
+        that order, so a replay keeps the order they were logged in (with one sender)."""
+        with self._spool_order:
+            with self._lock:
+                waiting = [u for u in self._sendq if type(u) is _Unit]
+                if waiting:
+                    self._sendq = deque(u for u in self._sendq if type(u) is _Marker)
+                    self._queued -= sum(u.entries for u in waiting)
+                self._spooling = True
+            if head is not None:
+                self._to_spool(head.source, head.nbytes)
+            for u in waiting:
+                self._to_spool(u.source, u.nbytes)
+            if tail:
+                self._to_spool(tail, nbytes)
 
     def _to_spool(self, encoded: list[Encoded], nbytes: int) -> None:
         """Move entries that left the memory queue to the spool (call without the lock)."""
@@ -753,7 +782,7 @@ class BatchProcessor:
                     if not spool:
                         self._retried += unit.entries
                 if spool:
-                    self._to_spool(unit.source, unit.nbytes)
+                    self._spool_in_order(unit, None, 0)
                     return
                 now = _monotonic()
                 if now - last_warn >= 1.0:

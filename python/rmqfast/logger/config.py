@@ -59,6 +59,7 @@ class LoggerConfig:
     include_req_body_expr: list[Any] | None = None
     include_resp_body: bool = False
     include_resp_body_expr: list[Any] | None = None
+    match: list[Any] | None = None
     max_req_body_bytes: int = 524288
     max_resp_body_bytes: int = 524288
     meta_format: str = "default"
@@ -76,6 +77,8 @@ class LoggerConfig:
     max_message_size: int = 4 * 1024 * 1024
     shutdown_timeout: float = 5
     send_concurrency: int = 2
+    auto_create_topic: bool = False
+    apisix_compat: bool = False
     spool_dir: str | None = None
     spool_max_bytes: int = 256 * 1024 * 1024
     spool_fsync_interval: float = 1
@@ -84,6 +87,7 @@ class LoggerConfig:
     # Compiled forms, filled by validate().
     req_body_expr: CompiledExpr | None = field(default=None, init=False, repr=False)
     resp_body_expr: CompiledExpr | None = field(default=None, init=False, repr=False)
+    match_exprs: list[CompiledExpr] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_dict(cls, conf: Mapping[str, Any]) -> LoggerConfig:
@@ -128,6 +132,12 @@ class LoggerConfig:
         self.include_resp_body = _bool("include_resp_body", self.include_resp_body)
         self.req_body_expr = _expr("include_req_body_expr", self.include_req_body_expr)
         self.resp_body_expr = _expr("include_resp_body_expr", self.include_resp_body_expr)
+        if self.match is not None:
+            if not isinstance(self.match, (list, tuple)) or not self.match:
+                raise ConfigError("match", "a non-empty array of lua-resty-expr rules", self.match)
+            self.match_exprs = [
+                e for i, rule in enumerate(self.match) if (e := _expr(f"match[{i}]", rule))
+            ]
         self.max_req_body_bytes = _int("max_req_body_bytes", self.max_req_body_bytes, 1)
         self.max_resp_body_bytes = _int("max_resp_body_bytes", self.max_resp_body_bytes, 1)
         self.meta_format = _choice("meta_format", self.meta_format, ("default", "origin"))
@@ -147,6 +157,8 @@ class LoggerConfig:
         self.max_message_size = _int("max_message_size", self.max_message_size, 1024)
         self.shutdown_timeout = _number("shutdown_timeout", self.shutdown_timeout, 0, False)
         self.send_concurrency = _int("send_concurrency", self.send_concurrency, 1)
+        self.auto_create_topic = _bool("auto_create_topic", self.auto_create_topic)
+        self.apisix_compat = _bool("apisix_compat", self.apisix_compat)
         if self.spool_dir is not None:
             if not isinstance(self.spool_dir, (str, os.PathLike)) or not str(self.spool_dir):
                 raise ConfigError("spool_dir", "a directory path or None", self.spool_dir)
@@ -179,6 +191,9 @@ class LoggerConfig:
             "access_key": self.access_key or None,
             "secret_key": self.secret_key or None,
             "max_message_size": self.max_message_size,
+            "auto_create_topic": self.auto_create_topic,
+            # max_retry_count counts every retry: the producer makes one attempt per call.
+            "retry_times": 0,
         }
         kwargs.update(self.producer_options)
         return kwargs

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
+from rmqfast.logger.apisix import config_from_apisix
 from rmqfast.logger.batch import BatchProcessor
 from rmqfast.logger.batch import close_all as _close_all_processors
 from rmqfast.logger.config import ConfigError, LoggerConfig
@@ -62,11 +63,35 @@ class RocketMQLogger:
         *,
         producer_factory: Callable[[], ProducerLike] | None = None,
     ) -> RocketMQLogger:
-        """A logger from a plugin-style dict (as APISIX's route JSON would carry it)."""
+        """A logger from a dict of RocketMQLogger attributes (for APISIX's plugin JSON, use
+        from_apisix)."""
         self = cls.__new__(cls)
         self.config = LoggerConfig.from_dict(conf)
         self._setup(producer_factory)
         return self
+
+    @classmethod
+    def from_apisix(
+        cls,
+        plugin_conf: Mapping[str, Any] | str | bytes,
+        metadata: Mapping[str, Any] | str | bytes | None = None,
+        *,
+        producer_factory: Callable[[], ProducerLike] | None = None,
+        **overrides: Any,
+    ) -> RocketMQLogger:
+        """A logger that behaves like APISIX's rocketmq-logger with this configuration.
+
+        `plugin_conf` is the plugin's JSON as APISIX stores it (a mapping or its text; a whole
+        route holding it under "plugins" works too); `metadata` the plugin metadata
+        (log_format, log_format_extra, max_pending_entries). Messages come out as APISIX's:
+        one per batch (a JSON array, or the entry alone when batch_max_size is 1), key and
+        tag as written, max_retry_count retries in all, log_format arrays and depth as APISIX
+        treats them. `overrides` sets rmqfast's own attributes (spool_dir, ...).
+        """
+        return cls.from_config(
+            config_from_apisix(plugin_conf, metadata, overrides),
+            producer_factory=producer_factory,
+        )
 
     def _setup(self, producer_factory: Callable[[], ProducerLike] | None) -> None:
         cfg = self.config

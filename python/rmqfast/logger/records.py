@@ -11,6 +11,7 @@ import os
 import time
 import zlib
 from collections.abc import Iterable, Mapping
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote, unquote, unquote_plus
 
@@ -22,6 +23,7 @@ class ASGIRecord:
 
     __slots__ = (
         "body_bytes",
+        "chunk_framing",
         "end",
         "pathsend",
         "req_body",
@@ -40,6 +42,7 @@ class ASGIRecord:
         self.status = 0
         self.resp_headers: Iterable[tuple[bytes, bytes]] = ()
         self.body_bytes = 0
+        self.chunk_framing = 0  # bytes chunked encoding would add around the body chunks
         self.req_body: list[bytes] | None = None
         self.req_received = -1
         self.resp_body: list[bytes] | None = None
@@ -51,6 +54,7 @@ class WSGIRecord:
 
     __slots__ = (
         "body_bytes",
+        "chunk_framing",
         "end",
         "environ",
         "req_body",
@@ -69,6 +73,7 @@ class WSGIRecord:
         self.status = "500 Internal Server Error"
         self.resp_headers: list[tuple[str, str]] = []
         self.body_bytes = 0
+        self.chunk_framing = 0
         self.req_body: list[bytes] | None = None
         self.req_received = -1
         self.resp_body: list[bytes] | None = None
@@ -90,6 +95,11 @@ def _wsgi_text(s: str) -> str:
         return s
 
 
+def chunk_framing(n: int) -> int:
+    """Bytes HTTP/1.1 chunked encoding adds around a body chunk of n bytes (none if empty)."""
+    return len(f"{n:x}") + 4 if n else 0
+
+
 def _body_text(chunks: list[bytes] | None, limit: int) -> tuple[bytes | None, int]:
     if chunks is None:
         return None, 0
@@ -97,6 +107,9 @@ def _body_text(chunks: list[bytes] | None, limit: int) -> tuple[bytes | None, in
     # No body at all reads as unset, like the plugin's nil.
     return (data[:limit] if data else None), len(data)
 
+
+# "date: Thu, 03 Dec 2026 16:19:52 GMT" and its CRLF.
+_DATE_HEADER = len("date: ") + 29 + 2
 
 _HOSTNAME = os.uname().nodename if hasattr(os, "uname") else "localhost"
 
@@ -114,10 +127,13 @@ class HTTPInfo:
         "_rhmap",
         "args",
         "body_bytes_sent",
+        "chunk_framing",
         "end",
         "headers",
         "method",
+        "path_params",
         "protocol",
+        "reason",
         "remote_addr",
         "remote_port",
         "req_body",
@@ -149,12 +165,15 @@ class HTTPInfo:
         self.status = 0
         self.resp_headers: list[tuple[str, str]] = []
         self.body_bytes_sent = 0
+        self.chunk_framing = 0
+        self.reason: str | None = None
         self.start = 0.0
         self.end = 0.0
         self.req_body: bytes | None = None
         self.req_body_len = -1
         self.resp_body: bytes | None = None
         self.route: str | None = None
+        self.path_params: Mapping[str, Any] | None = None
         self._request_id: str | None = None
         self._hmap: dict[str, str] | None = None
         self._rhmap: dict[str, str] | None = None
@@ -196,6 +215,7 @@ class HTTPInfo:
             with contextlib.suppress(OSError):
                 sent += os.stat(rec.pathsend).st_size
         i.body_bytes_sent = sent
+        i.chunk_framing = rec.chunk_framing
         i.start = rec.start
         i.end = rec.end
         i.req_body, n = _body_text(rec.req_body, max_req)
@@ -208,6 +228,8 @@ class HTTPInfo:
             r = scope.get("route")
             route = getattr(r, "path", None) if r is not None else None
         i.route = route if isinstance(route, str) else None
+        params = scope.get("path_params")
+        i.path_params = params if isinstance(params, Mapping) else None
         return i
 
     @classmethod
@@ -242,11 +264,15 @@ class HTTPInfo:
         sport = env.get("SERVER_PORT")
         i.server_port = str(sport) if sport else None
         try:
-            i.status = int(str(rec.status).split(None, 1)[0])
-        except (ValueError, IndexError):
+            code, _, reason = str(rec.status).partition(" ")
+            i.status = int(code)
+            i.reason = reason
+        except ValueError:
             i.status = 500
+
         i.resp_headers = [(str(k).lower(), _wsgi_text(str(v))) for k, v in rec.resp_headers]
         i.body_bytes_sent = rec.body_bytes
+        i.chunk_framing = rec.chunk_framing
         i.start = rec.start
         i.end = rec.end
         i.req_body, n = _body_text(rec.req_body, max_req)
@@ -255,10 +281,15 @@ class HTTPInfo:
             i.req_body_len = n
         i.resp_body, _ = _body_text(rec.resp_body, max_resp)
         route = env.get("rmqfast.route")
-        if route is None and rec.request is not None:
-            rule = getattr(rec.request, "url_rule", None)
-            route = getattr(rule, "rule", None)
+        params = env.get("rmqfast.path_params")
+        if rec.request is not None:
+            if route is None:
+                rule = getattr(rec.request, "url_rule", None)
+                route = getattr(rule, "rule", None)
+            if params is None:
+                params = getattr(rec.request, "view_args", None)
         i.route = route if isinstance(route, str) else None
+        i.path_params = params if isinstance(params, Mapping) else None
         return i
 
     # -- derived values ------------------------------------------------------------------------
@@ -312,12 +343,21 @@ class HTTPInfo:
             self._args = out
         return self._args
 
-    def arg(self, name: str) -> str | None:
-        """The first value of a query argument (decoded); None when absent or bare."""
+    def arg(self, name: str) -> str | bool | None:
+        """The first value of a query argument (decoded); True for a bare `?name`, as APISIX
+        gives it; None when absent."""
         v = self.querystring().get(name)
         if isinstance(v, list):
             v = v[0]
-        return v if isinstance(v, str) else None
+        return v if isinstance(v, (str, bool)) else None
+
+    def path_param(self, name: str) -> str | None:
+        """A parameter of the matched route's path (`/items/{id}`), as text."""
+        params = self.path_params
+        if not params or name not in params:
+            return None
+        v = params[name]
+        return v if isinstance(v, str) else str(v)
 
     def cookie(self, name: str) -> str | None:
         """A cookie value from the Cookie header(s)."""
@@ -354,22 +394,49 @@ class HTTPInfo:
 
     @property
     def request_length(self) -> int:
-        """nginx $request_length: request line, headers and body bytes (body as received)."""
+        """nginx $request_length: request line, headers and body bytes (the larger of what was
+        received and what Content-Length announced: the logger may stop reading at its limit)."""
         n = len(self.request_line) + 2 + 2
         for k, v in self.headers:
             n += len(k) + len(v) + 4
-        body = self.req_body_len
-        if body < 0:
-            cl = self.header("content-length")
-            body = int(cl) if cl and cl.isdigit() else 0
-        return n + body
+        cl = self.header("content-length")
+        announced = int(cl) if cl and cl.isdigit() else 0
+        return n + max(self.req_body_len, announced)
 
     @property
     def bytes_sent(self) -> int:
-        """nginx $bytes_sent, with the header bytes estimated from the headers the app sent."""
-        n = len(self.protocol) + 1 + len(str(self.status)) + 1 + 2 + 2
+        """nginx $bytes_sent: the response as an HTTP/1.x server puts it on the wire.
+
+        The status line with its reason phrase, the app's headers, the `Date` header every
+        server adds, `Connection: close` when the client asked for it, chunked framing when an
+        HTTP/1.1 response has no Content-Length, and the body. Headers a server adds beyond
+        those (uvicorn's `server: uvicorn`, for one) are not known here."""
+        if self.status < 200 or self.protocol.startswith("HTTP/2"):
+            return self.body_bytes_sent
+        reason = self.reason
+        if reason is None:
+            try:
+                reason = HTTPStatus(self.status).phrase
+            except ValueError:
+                reason = ""
+        n = len(self.protocol) + 1 + 3 + 1 + len(reason) + 2 + 2
+        names = set()
         for k, v in self.resp_headers:
             n += len(k) + len(v) + 4
+            names.add(k)
+        if "date" not in names:
+            n += _DATE_HEADER
+        if "connection" not in names and (self.header("connection") or "").lower() == "close":
+            n += len("connection: close\r\n")  # servers confirm a close the client asked for
+        if (
+            self.protocol == "HTTP/1.1"
+            and "content-length" not in names
+            and self.status not in (204, 304)
+            and self.method != "HEAD"
+        ):
+            if "transfer-encoding" not in names:
+                n += len("transfer-encoding: chunked\r\n")
+            n += self.chunk_framing + len("0\r\n\r\n")
         return n + self.body_bytes_sent
 
     @property

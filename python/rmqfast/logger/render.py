@@ -20,6 +20,7 @@ from rmqfast.logger.template import (
     Getter,
     TextTemplate,
     default_entry,
+    gateway_only_reason,
     origin_text,
     variable_getter,
 )
@@ -39,8 +40,10 @@ class Renderer:
         self.cfg = cfg
         self.version = version
         self._encode = make_encoder()
-        self.key_tpl = TextTemplate(cfg.key) if cfg.key else None
-        self.tag_tpl = TextTemplate(cfg.tag) if cfg.tag else None
+        # APISIX sends key and tag as written; rmqfast reads them as templates ($$ is a `$`).
+        text: type[TextTemplate] | type[_Literal] = _Literal if cfg.apisix_compat else TextTemplate
+        self.key_tpl: TextTemplate | _Literal | None = text(cfg.key) if cfg.key else None
+        self.tag_tpl: TextTemplate | _Literal | None = text(cfg.tag) if cfg.tag else None
         self._getters: dict[str, Getter | None] = {}
         self.meta_version = -1
         self.template: CompiledTemplate | None = None
@@ -59,18 +62,35 @@ class Renderer:
         fmt = cfg.log_format if cfg.log_format is not None else meta_fmt
         extra_fmt = cfg.log_format_extra if cfg.log_format_extra is not None else meta_extra
         limit = cfg.max_resp_body_bytes
-        template = CompiledTemplate(fmt, limit) if fmt is not None else None
-        extra = CompiledTemplate(extra_fmt, limit) if extra_fmt and template is None else None
+        compat = cfg.apisix_compat
+        template = CompiledTemplate(fmt, limit, apisix=compat) if fmt is not None else None
+        extra = (
+            CompiledTemplate(extra_fmt, limit, apisix=compat)
+            if extra_fmt and template is None
+            else None
+        )
         unknown: set[str] = set()
         for t in (template, extra):
             if t is not None:
                 unknown |= t.unknown
         if unknown and warn:
-            _log.warning(
-                "rocketmq logger %r: unknown variables %s always come out empty",
-                cfg.name,
-                ", ".join(sorted("$" + u for u in unknown)),
-            )
+            gateway = {u: gateway_only_reason(u) for u in unknown}
+            for u, why in sorted(gateway.items()):
+                if why is not None:
+                    _log.warning(
+                        "rocketmq logger %r: $%s has no value in a Python web service (%s); "
+                        "the field is left out",
+                        cfg.name,
+                        u,
+                        why,
+                    )
+            other = sorted("$" + u for u, why in gateway.items() if why is None)
+            if other:
+                _log.warning(
+                    "rocketmq logger %r: unknown variables %s always come out empty",
+                    cfg.name,
+                    ", ".join(other),
+                )
         origin = cfg.meta_format == "origin"
         body_vars: set[str] = set()
         for t in (template, extra):
@@ -106,8 +126,9 @@ class Renderer:
             return text[:_MAX_KEY_LEN]
         return text
 
-    def render(self, item: Any) -> Encoded:
-        """(body, key, tag) for one queued item; raises if it cannot be encoded."""
+    def render(self, item: Any) -> Encoded | None:
+        """(body, key, tag) for one queued item, None when `match` leaves a request out;
+        raises if it cannot be encoded."""
         if METADATA.version != self.meta_version:
             self.refresh(warn=True)
         t = type(item)
@@ -135,13 +156,16 @@ class Renderer:
         tag = tag_tpl.render(lookup) if tag_tpl is not None else None
         return body, self._cap(key), self._cap(tag)
 
-    def _render_http(self, rec: ASGIRecord | WSGIRecord) -> Encoded:
+    def _render_http(self, rec: ASGIRecord | WSGIRecord) -> Encoded | None:
         cfg = self.cfg
         if isinstance(rec, ASGIRecord):
             info = HTTPInfo.from_asgi(rec, cfg.max_req_body_bytes, cfg.max_resp_body_bytes)
         else:
             info = HTTPInfo.from_wsgi(rec, cfg.max_req_body_bytes, cfg.max_resp_body_bytes)
         lookup = self._lookup(info)
+        match = cfg.match_exprs
+        if match is not None and not any(m.evaluate(lookup) for m in match):
+            return None  # APISIX's `match`: only requests one of the rules holds for
         if cfg.meta_format == "origin":
             body = origin_text(info, self._include_req(lookup)).encode("utf-8", "replace")
         else:
@@ -157,6 +181,7 @@ class Renderer:
                     resp_body=self._include_resp(lookup),
                     max_resp_body_bytes=cfg.max_resp_body_bytes,
                     version=self.version,
+                    apisix=cfg.apisix_compat,
                 )
                 extra = self.extra
                 if extra is not None:
@@ -181,3 +206,15 @@ class Renderer:
 
 def _no_vars(_: str) -> None:
     return None
+
+
+class _Literal:
+    """A key or tag sent as written (APISIX's behaviour)."""
+
+    __slots__ = ("static",)
+
+    def __init__(self, text: str) -> None:
+        self.static = text
+
+    def render(self, lookup: Callable[[str], Any]) -> str | None:
+        return self.static or None

@@ -26,6 +26,7 @@ PRODUCER_OPTIONS = frozenset(
         "retry_times",
         "route_refresh_interval",
         "max_message_size",
+        "auto_create_topic",
     }
 )
 """Keyword arguments of rmqfast.producer.Producer that producer_options may set."""

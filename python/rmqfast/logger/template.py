@@ -93,9 +93,31 @@ _SIMPLE: dict[str, Getter] = {
 # $resp_body needs the logger's max_resp_body_bytes; it is bound in variable_getter.
 
 KNOWN_VARIABLES: frozenset[str] = frozenset(
-    [*_SIMPLE, "resp_body", "http_*", "sent_http_*", "arg_*", "cookie_*"]
+    [*_SIMPLE, "resp_body", "http_*", "sent_http_*", "arg_*", "cookie_*", "uri_param_*"]
 )
 """Variables and variable families (`*`) the templates understand."""
+
+GATEWAY_ONLY: dict[str, str] = {
+    "upstream_*": "there is no upstream: the app is the server",
+    "balancer_ip": "there is no upstream: the app is the server",
+    "balancer_port": "there is no upstream: the app is the server",
+    "service_id": "APISIX services do not exist here",
+    "service_name": "APISIX services do not exist here",
+    "route_name": "APISIX route names do not exist here; $route is the framework's route",
+    "consumer_name": "APISIX consumers do not exist here",
+    "consumer_group_id": "APISIX consumers do not exist here",
+    "post_arg_*": "the logger does not parse request bodies",
+}
+"""APISIX / nginx variables that have no value in a Python web service, and why: a template
+using one gets a warning once and the field is left out (APISIX leaves out a nil too)."""
+
+
+def gateway_only_reason(name: str) -> str | None:
+    """Why variable `name` has no value here, if it is one of GATEWAY_ONLY."""
+    for pattern, why in GATEWAY_ONLY.items():
+        if name == pattern or (pattern.endswith("*") and name.startswith(pattern[:-1])):
+            return why
+    return None
 
 
 def variable_getter(name: str, max_resp_body_bytes: int = 524288) -> Getter | None:
@@ -118,6 +140,9 @@ def variable_getter(name: str, max_resp_body_bytes: int = 524288) -> Getter | No
     if name.startswith("cookie_") and len(name) > 7:
         c = name[7:]
         return lambda i: i.cookie(c)
+    if name.startswith("uri_param_") and len(name) > 10:
+        pname = name[10:]
+        return lambda i: i.path_param(pname)
     return None
 
 
@@ -125,39 +150,55 @@ def _missing(_: HTTPInfo) -> None:
     return None
 
 
-_LITERAL, _VAR, _NESTED = 0, 1, 2
+_LITERAL, _VAR, _NESTED, _LIST = 0, 1, 2, 3
+
+APISIX_MAX_DEPTH = 5
+"""APISIX's MAX_LOG_FORMAT_DEPTH: the top-level object is depth 1; an object or array met at
+depth 5 comes out as `{}`."""
 
 
 class CompiledTemplate:
-    """A log_format object compiled once; `render(info)` builds one entry."""
+    """A log_format object compiled once; `render(info)` builds one entry.
 
-    __slots__ = ("_fields", "body_vars", "unknown", "variables")
+    `$var` strings are substituted in objects and in arrays (an array keeps a variable with no
+    value as null, so positions hold). `apisix=True` also applies APISIX's limits: objects and
+    arrays nested past depth 5, and empty ones, come out as `{}`.
+    """
 
-    def __init__(self, fmt: Mapping[str, Any], max_resp_body_bytes: int = 524288) -> None:
+    __slots__ = ("_fields", "apisix", "body_vars", "unknown", "variables")
+
+    def __init__(
+        self, fmt: Mapping[str, Any], max_resp_body_bytes: int = 524288, *, apisix: bool = False
+    ) -> None:
         self.variables: set[str] = set()
         self.unknown: set[str] = set()
-        self._fields = self._compile(fmt, max_resp_body_bytes)
+        self.apisix = apisix
+        self._fields = self._compile(fmt, max_resp_body_bytes, 1)
         self.body_vars = self.variables & {"request_body", "resp_body"}
 
-    def _compile(self, fmt: Mapping[str, Any], limit: int) -> list[tuple[str, int, Any]]:
-        out: list[tuple[str, int, Any]] = []
-        for key, value in fmt.items():
-            if isinstance(value, str) and value.startswith("$"):
-                if value.startswith("$$"):
-                    out.append((key, _LITERAL, value[1:]))
-                    continue
-                name = value[1:]
-                g = variable_getter(name, limit)
-                self.variables.add(name)
-                if g is None:
-                    self.unknown.add(name)
-                    g = _missing
-                out.append((key, _VAR, g))
-            elif isinstance(value, Mapping):
-                out.append((key, _NESTED, self._compile(value, limit)))
-            else:
-                out.append((key, _LITERAL, value))
-        return out
+    def _compile(
+        self, fmt: Mapping[str, Any], limit: int, depth: int
+    ) -> list[tuple[str, int, Any]]:
+        return [(key, *self._value(value, limit, depth)) for key, value in fmt.items()]
+
+    def _value(self, value: Any, limit: int, depth: int) -> tuple[int, Any]:
+        if isinstance(value, str) and value.startswith("$"):
+            if value.startswith("$$"):
+                return _LITERAL, value[1:]
+            name = value[1:]
+            g = variable_getter(name, limit)
+            self.variables.add(name)
+            if g is None:
+                self.unknown.add(name)
+                g = _missing
+            return _VAR, g
+        if isinstance(value, (Mapping, list, tuple)):
+            if self.apisix and (depth >= APISIX_MAX_DEPTH or not value):
+                return _LITERAL, {}
+            if isinstance(value, Mapping):
+                return _NESTED, self._compile(value, limit, depth + 1)
+            return _LIST, [self._value(v, limit, depth + 1) for v in value]
+        return _LITERAL, value
 
     def render(self, info: HTTPInfo) -> dict[str, Any]:
         """The entry for one request."""
@@ -179,8 +220,24 @@ def _render(fields: list[tuple[str, int, Any]], info: HTTPInfo) -> dict[str, Any
                 out[key] = v
         elif kind == _LITERAL:
             out[key] = _copy(p)
-        else:
+        elif kind == _NESTED:
             out[key] = _render(p, info)
+        else:
+            out[key] = _render_list(p, info)
+    return out
+
+
+def _render_list(items: list[tuple[int, Any]], info: HTTPInfo) -> list[Any]:
+    out: list[Any] = []
+    for kind, p in items:
+        if kind == _VAR:
+            out.append(p(info))
+        elif kind == _LITERAL:
+            out.append(_copy(p))
+        elif kind == _NESTED:
+            out.append(_render(p, info))
+        else:
+            out.append(_render_list(p, info))
     return out
 
 
@@ -200,8 +257,11 @@ def default_entry(
     resp_body: bool,
     max_resp_body_bytes: int,
     version: str,
+    apisix: bool = False,
 ) -> dict[str, Any]:
-    """The plugin's full log (`get_full_log`) for one request."""
+    """The plugin's full log (`get_full_log`) for one request. `apisix` adds the two fields
+    APISIX always has that carry nothing here: `service_id` ("" for a matched route, else the
+    host, as APISIX) and `apisix_latency` (the whole latency: there is no upstream)."""
     host = info.host or ""
     port = info.server_port or ("443" if info.scheme in ("https", "wss") else "80")
     request: dict[str, Any] = {
@@ -233,6 +293,9 @@ def default_entry(
     }
     if info.route is not None:
         entry["route_id"] = info.route
+    if apisix:
+        entry["service_id"] = "" if info.route is not None else host
+        entry["apisix_latency"] = entry["latency"]
     return entry
 
 

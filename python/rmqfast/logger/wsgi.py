@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from rmqfast.logger.records import WSGIRecord
+from rmqfast.logger.records import WSGIRecord, chunk_framing
 
 if TYPE_CHECKING:
     from rmqfast.logger.core import RocketMQLogger
@@ -36,9 +36,10 @@ class WSGIMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         rec = WSGIRecord(environ, _time())
         logger = self.logger
+        tee = None
         if logger.capture_request_body and "wsgi.input" in environ:
             limit_req = logger.config.max_req_body_bytes
-            environ["wsgi.input"] = _TeeInput(environ["wsgi.input"], rec, limit_req)
+            tee = environ["wsgi.input"] = _TeeInput(environ["wsgi.input"], rec, limit_req)
         limit = logger.config.max_resp_body_bytes if logger.capture_response_body else 0
         if limit:
             rec.resp_body = []
@@ -68,12 +69,17 @@ class WSGIMiddleware:
             rec.end = _time()
             self._put(rec)
             raise
+        if tee is not None:
+            # Like APISIX, which reads the body itself: what the app left unread is read now,
+            # up to the limit, before the response goes out.
+            tee.read_rest(environ)
         return _ClosingBody(result, rec, self._put, limit)
 
 
 def _count(rec: WSGIRecord, data: bytes, limit: int) -> None:
     kept = rec.body_bytes
     rec.body_bytes = kept + len(data)
+    rec.chunk_framing += chunk_framing(len(data))
     if limit and kept < limit and rec.resp_body is not None:
         rec.resp_body.append(bytes(data[: limit - kept]))
 
@@ -100,6 +106,7 @@ class _ClosingBody:
                 _count(rec, chunk, limit)
             else:
                 rec.body_bytes += len(chunk)
+                rec.chunk_framing += chunk_framing(len(chunk))
             yield chunk
 
     def close(self) -> None:
@@ -132,6 +139,27 @@ class _TeeInput:
         if data and kept < self._limit and rec.req_body is not None:
             rec.req_body.append(bytes(data[: self._limit - kept]))
         return data
+
+    def read_rest(self, environ: dict[str, Any]) -> None:
+        """Read what the app left of the body, up to the limit (never past the body's end)."""
+        rec = self._rec
+        cl = str(environ.get("CONTENT_LENGTH") or "")
+        if cl.isdigit():
+            left = int(cl) - rec.req_received
+        elif environ.get("wsgi.input_terminated"):
+            left = self._limit  # the server ends the stream at the body's end
+        else:
+            return  # reading on could block: no length and no end of stream promised
+        left = min(left, self._limit - rec.req_received)
+        try:
+            while left > 0:
+                data = self._stream.read(min(left, 65536))
+                if not data:
+                    break
+                self._keep(data)
+                left -= len(data)
+        except (OSError, ValueError):
+            pass  # the client went away; log what there is
 
     def read(self, size: int = -1) -> bytes:
         return self._keep(self._stream.read(size) if size is not None else self._stream.read())
@@ -166,7 +194,8 @@ class _TeeInput:
 
 
 class DjangoRouteMiddleware:
-    """Django middleware that exposes the matched URL pattern as $route / route_id.
+    """Django middleware that exposes the matched URL pattern as $route / route_id, and its
+    parameters as $uri_param_<name>.
 
     Add "rmqfast.logger.wsgi.DjangoRouteMiddleware" to MIDDLEWARE.
     """
@@ -181,4 +210,7 @@ class DjangoRouteMiddleware:
         environ = getattr(request, "environ", None)
         if route and isinstance(environ, dict):
             environ["rmqfast.route"] = route
+            kwargs = getattr(match, "kwargs", None)
+            if kwargs:
+                environ["rmqfast.path_params"] = kwargs
         return response

@@ -231,6 +231,57 @@ def test_2500_entries_array_and_entry_shapes(
     assert le.stats()["messages"] == 2500 and le.stats()["sent"] == 2500
 
 
+def test_from_apisix_messages_read_back_from_the_broker(rocketmq: DevCluster) -> None:
+    """An APISIX route's plugin JSON, as stored: what reaches the broker is APISIX's message
+    (one JSON array per batch, the key and tag as written)."""
+    t = new_topic("logger_apisix")
+    create_topic(rocketmq.brokers, rocketmq.namesrv_addr, t)
+    route = {
+        "uri": "/items/*",
+        "plugins": {
+            "rocketmq-logger": {
+                "nameserver_list": [rocketmq.namesrv_addr],
+                "topic": t,
+                "key": "order$1",
+                "tag": "access",
+                "batch_max_size": 3,
+                "inactive_timeout": 60,
+                "producer_type": "sync",
+                "_meta": {"disable": False},
+            }
+        },
+    }
+    with RocketMQLogger.from_apisix(json.dumps(route)) as lg:
+        client = TestClient(ASGIMiddleware(Starlette(routes=[Route("/items/{item_id}", item)]), lg))
+        for i in range(3):
+            assert client.get(f"/items/{i}?flag").status_code == 200
+        assert lg.flush(30)
+    [msg] = consume(rocketmq.brokers, t, 1)
+    entries = json.loads(msg.body)
+    assert [e["request"]["uri"] for e in entries] == [f"/items/{i}?flag" for i in range(3)]
+    assert all(e["request"]["querystring"] == {"flag": True} for e in entries)
+    assert all(e["service_id"] == "" and "apisix_latency" in e for e in entries)
+    assert msg.keys == "order$1" and msg.tags == "access"
+
+
+def test_auto_create_topic(rocketmq: DevCluster, make: Callable[..., RocketMQLogger]) -> None:
+    """A topic nobody created: refused with a hint by default; created through the TBW102
+    route with auto_create_topic (the dev brokers have autoCreateTopicEnable)."""
+    t = new_topic("logger_autocreate")
+    plain = make(t, batch_max_size=1)
+    plain.log({"n": 0})
+    assert plain.flush(30)
+    st = plain.stats()
+    assert st["dropped"]["rejected"] == 1, st
+    auto = make(t, batch_max_size=1, auto_create_topic=True)
+    for i in range(3):
+        auto.log({"n": i})
+    assert auto.flush(30)
+    assert auto.stats()["sent"] == 3, auto.stats()
+    got = consume(rocketmq.brokers, t, 3, exact=False)
+    assert sorted(json.loads(m.body)["n"] for m in got) == [0, 1, 2]
+
+
 def test_broker_outage_retry_window(
     rocketmq: DevCluster, make: Callable[..., RocketMQLogger]
 ) -> None:

@@ -244,3 +244,44 @@ def test_spool_config_errors_name_the_attribute(tmp_path: Path) -> None:
         RocketMQLogger(NS, "t", spool_dir=str(tmp_path), spool_fsync_interval=-1)
     with pytest.raises(ConfigError, match=r"^spool_dir: expected a directory path"):
         RocketMQLogger(NS, "t", spool_dir=12)
+
+
+def test_a_forked_worker_takes_its_own_slot(loggers: list[RocketMQLogger], tmp_path: Path) -> None:
+    """Pre-fork servers: the child must not write into the parent's locked slot."""
+    fake = FakeProducer()
+    fake.down = True
+    lg = new(loggers, fake, tmp_path)
+    parent_slot = lg._processor._spool.slot if lg._processor._spool else None
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(r)
+            spool = lg._processor._spool
+            for i in range(5):
+                lg.log({"i": 100 + i})
+            wait_until(lambda: lg.stats()["spooled"] == 5, 10, "the child's entries spooled")
+            os.write(w, json.dumps({"slot": spool.slot if spool else None}).encode())
+            lg.close(1)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    child_slot = json.loads(data)["slot"]
+    assert parent_slot == str(tmp_path / "slot-000")
+    assert child_slot == str(tmp_path / "slot-001")
+    # The parent's slot is still its own, and the child's entries wait in the child's slot.
+    lg.log({"i": 1})
+    wait_until(lambda: lg.stats()["spooled"] == 1, 10, "the parent's entry spooled")
+    up = FakeProducer()
+    heir = RocketMQLogger(NS, "t", producer_factory=lambda: up, spool_dir=str(tmp_path))
+    loggers.append(heir)
+    drained(heir, 5)
+    assert sorted(delivered(up)) == [100, 101, 102, 103, 104]

@@ -823,23 +823,56 @@ class BatchProcessor:
         spool = self._spool
         assert spool is not None
         try:
+            batch: tuple[list[_Unit], int, tuple[int, int]] | None = None
             while True:
                 due = spool.sync_if_due()
-                with self._lock:
-                    if self._abandon or (self._stop and spool.entries == 0):
-                        return
-                    if spool.entries == 0:
-                        self._spooling = False
-                        self._drain_cv.wait(due)
-                        continue
-                records, position = spool.take(self.batch_max_size, self.max_message_size // 2)
-                for unit in self._pack(records):
-                    if not self._replay(unit):
-                        return  # closing: left in the spool for the next process
-                spool.commit(position, len(records))
+                if batch is None:
+                    with self._lock:
+                        if self._abandon or (self._stop and spool.entries == 0):
+                            return
+                        if spool.entries == 0:
+                            self._spooling = False
+                            self._drain_cv.wait(due)
+                            continue
+                    batch = self._take(spool)
+                units, count, position = batch
+                # The units go out at once (send_concurrency of them, like live batches)
+                # while this thread reads the next ones from disk.
+                results: list[bool] = []
+                senders = [
+                    threading.Thread(
+                        target=self._replay_into,
+                        args=(u, results),
+                        name=f"rmqfast-logger-replay[{self.name}]",
+                        daemon=True,
+                    )
+                    for u in units
+                ]
+                for t in senders:
+                    t.start()
+                ahead = self._take(spool) if spool.entries > 0 and not self._stop else None
+                for t in senders:
+                    t.join()
+                if not all(results):
+                    return  # closing: left in the spool for the next process
+                spool.commit(position, count)
+                batch = ahead
         except BaseException:  # pragma: no cover - a bug; keep the process alive, say so
             _log.exception("rocketmq logger %r: spool drainer thread failed", self.name)
             raise
+
+    def _take(self, spool: Spool) -> tuple[list[_Unit], int, tuple[int, int]]:
+        """The next records from the spool as units of at most batch_max_size entries (up to
+        send_concurrency of them), their count, and the position to commit after them."""
+        n = self.send_concurrency
+        records, position = spool.take(self.batch_max_size * n, self.max_message_size * n // 2)
+        units: list[_Unit] = []
+        for i in range(0, len(records), self.batch_max_size):
+            units += self._pack(records[i : i + self.batch_max_size])
+        return units, len(records), position
+
+    def _replay_into(self, unit: _Unit, results: list[bool]) -> None:
+        results.append(self._replay(unit))
 
     def _replay(self, unit: _Unit) -> bool:
         """Send one unit from the spool, retrying until it goes; False if closing first."""

@@ -424,15 +424,16 @@ class Spool:
             seg.read_off = pos
             seg.entries -= len(out)
             self._entries -= len(out)
-            self._taken = len(out)
+            self._taken += len(out)
             return out, (seg.seq, pos)
 
     def commit(self, position: tuple[int, int], delivered: int) -> None:
-        """Records taken up to `position` were delivered: remember that on disk."""
+        """The `delivered` records taken up to `position` were sent: remember that on disk.
+        Takes are committed in the order they were taken."""
         seq, off = position
         with self.lock:
             self.replayed += delivered
-            self._taken = 0
+            self._taken -= delivered
             if self._closed:
                 return
             raw = _CURSOR.pack(seq, off, 0)[:16]

@@ -12,7 +12,7 @@ STAMP     := $(VENV)/.deps-stamp
 WHEEL_DIR := target/wheels
 PYTEST_ARGS ?=
 
-.PHONY: help venv jars build wheel wheel-check sdist-check lint rust-lint rust-test py-lint test test-fast run down bench clean fuzz fuzz-check fuzz-tools
+.PHONY: help venv jars build wheel wheel-check sdist-check lint rust-lint rust-test py-lint test test-fast run down bench bench-clients clean fuzz fuzz-check fuzz-tools
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -142,8 +142,23 @@ run: build  ## start (or reuse) a local RocketMQ, the proxy in front of it, send
 down:  ## stop the local RocketMQ that `make run` started (and its proxy, if still running)
 	$(PY) -m rmqfast.devcluster down --dir .devcluster
 
-bench: build  ## criterion benchmarks of the codec (figures go to bench/RESULTS.md)
+# The official RocketMQ 5.x Python client, for bench-clients only: a venv of its own, so that its
+# grpcio/protobuf/opentelemetry never meet the test tools (under target/, so `make clean` drops it).
+BENCH_VENV   := target/bench-official
+BENCH_STAMP  := $(BENCH_VENV)/.deps-stamp
+BENCH_CLIENTS_ARGS ?=
+
+$(BENCH_STAMP): Makefile
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q -U pip
+	$(BENCH_VENV)/bin/pip install -q "rocketmq-python-client==5.1.2"
+	touch $(BENCH_STAMP)
+
+bench: build bench-clients  ## criterion benchmarks of the codec, and bench-clients (figures go to bench/RESULTS.md)
 	cargo bench --bench codec -- --noplot
+
+bench-clients: build $(BENCH_STAMP)  ## rmqfast's logger against the official Python client (rocketmq-python-client 5.1.2), about 4 min; BENCH_CLIENTS_ARGS=--write records it
+	$(PY) bench/client_bench.py --official-python $(BENCH_VENV)/bin/python $(BENCH_CLIENTS_ARGS)
 
 clean:  ## remove build outputs and the venv
 	cargo clean

@@ -35,15 +35,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "python"))
-
-from rmqfast.codec import RequestCode  # noqa: E402
-from rmqfast.devcluster import DevCluster, registered_brokers  # noqa: E402
-from rmqfast.devcluster.remoting import call, create_topic_fields  # noqa: E402
-from rmqfast.logger import ASGIMiddleware, RocketMQLogger  # noqa: E402
-from rmqfast.logger.encode import json_default as _json_default  # noqa: E402
-from rmqfast.logger.encode import make_encoder as _make_encoder  # noqa: E402
+# The installed rmqfast (make build), not python/ (which has no compiled core).
+from rmqfast.codec import RequestCode
+from rmqfast.devcluster import DevCluster, registered_brokers
+from rmqfast.devcluster.remoting import call, create_topic_fields
+from rmqfast.logger import ASGIMiddleware, RocketMQLogger
+from rmqfast.logger.encode import json_default as _json_default
+from rmqfast.logger.encode import make_encoder as _make_encoder
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 START = "<!-- logger-bench:start -->"

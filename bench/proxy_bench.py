@@ -40,10 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "python"))
-
-from rmqfast.devcluster import (  # noqa: E402
+# The installed rmqfast (make build), not python/ (which has no compiled core).
+from rmqfast.devcluster import (
     CLUSTER_NAME,
     JDK17_FLAGS,
     LOGBACK_XML,
@@ -53,7 +51,7 @@ from rmqfast.devcluster import (  # noqa: E402
     find_java,
     find_mvn,
 )
-from rmqfast.devcluster.remoting import call  # noqa: E402
+from rmqfast.devcluster.remoting import call
 
 BENCH_POM = Path(__file__).resolve().parent / "pom.xml"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"

@@ -30,13 +30,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "python"))
+# The installed rmqfast (make build), not python/ (which has no compiled core).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from logger_bench import cpu_seconds, create_topic, entry  # noqa: E402
-from rmqfast.devcluster import DevCluster  # noqa: E402
-from rmqfast.logger import RocketMQLogger  # noqa: E402
+from logger_bench import cpu_seconds, create_topic, entry
+from rmqfast.devcluster import DevCluster
+from rmqfast.logger import RocketMQLogger
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 START = "<!-- spool-bench:start -->"

@@ -480,3 +480,73 @@ def test_broker_stopped_and_restarted_while_sending(
     assert set(res["brokers"]) == set(BROKERS)
     assert proxy.running
     assert proxy_route(proxy, topic) is not None
+
+
+def test_per_topic_metrics_count_exactly_what_clients_sent_and_consumed(
+    proxy: Proxy, java: JavaTools
+) -> None:
+    """Three topics, real Java producers (sync, async, oneway, batch) and push consumers:
+    /metrics has each topic's messages in and out, exactly."""
+    topics = {unique(f"tm{i}"): i for i in range(3)}
+    groups = {t: unique("cg") for t in topics}
+    sent: dict[str, int] = {}
+    for t, i in topics.items():
+        create_topic(proxy, t)
+        r = java.run(
+            "Producer",
+            {
+                "namesrv": proxy.namesrv_addr,
+                "topic": t,
+                "group": unique("pg"),
+                "prefix": uuid.uuid4().hex[:8],
+                "sync": 5 + i,
+                "async": 3,
+                "oneway": 2,
+                "batch": f"2x{i + 2}",
+            },
+        ).result
+        sent[t] = sum(len(k) for k in r["keys"].values())
+    # Oneway sends get no answer: they are counted as they go.
+    wait_until(
+        lambda: {t: m for t, m in in_counts(proxy).items() if t in topics} == sent,
+        30,
+        f"messages in per topic to be {sent}",
+    )
+    for t in topics:
+        with java.start(
+            "PushConsumer",
+            {"namesrv": proxy.namesrv_addr, "topic": t, "group": groups[t], "expect": sent[t]},
+        ) as c:
+            assert c.expect("DONE", 120)["deliveries"] == sent[t]
+            c.finish(60)
+    # Summed over the two brokers: a label set is per broker.
+    rows: dict[tuple[str, str], dict[str, int]] = {}
+    for r in proxy.stats()["topics"]:
+        acc = rows.setdefault((r["topic"], r["consumer_group"]), {})
+        for k in ("messages_in", "messages_out", "bytes_out", "requests"):
+            acc[k] = acc.get(k, 0) + r[k]
+        acc["errors"] = acc.get("errors", 0) + sum(r["errors"].values())
+    for t in topics:
+        out = rows[(t, groups[t])]
+        assert out["messages_out"] == sent[t], out
+        assert out["bytes_out"] > 0 and out["requests"] >= 1
+        assert rows[(t, "")]["messages_in"] == sent[t]
+        assert rows[(t, "")]["errors"] == 0
+    text = proxy.prometheus()
+    samples = re.findall(r"^rocketmq_messages_(in|out)_total\{(.*)\} (\S+)$", text, re.M)
+    for t in topics:
+        total_in = sum(int(v) for d, lab, v in samples if d == "in" and f'topic="{t}"' in lab)
+        mine = f'topic="{t}",consumer_group="{groups[t]}"'
+        total_out = sum(int(v) for d, lab, v in samples if d == "out" and mine in lab)
+        assert (total_in, total_out) == (sent[t], sent[t])
+    assert "rmqfast_topic_request_duration_seconds_bucket{" in text
+    assert proxy.stats()["topic_label_overflow"] == 0
+
+
+def in_counts(proxy: Proxy) -> dict[str, int]:
+    """Messages in per topic (summed over brokers)."""
+    out: dict[str, int] = {}
+    for r in proxy.stats()["topics"]:
+        if r["consumer_group"] == "":
+            out[r["topic"]] = out.get(r["topic"], 0) + r["messages_in"]
+    return out

@@ -38,6 +38,11 @@ def flatten_proxy_stats(raw: Mapping[str, Any]) -> dict[str, Any]:
         code: _histogram_ms(h) for code, h in raw["request_time_by_code"].items()
     }
     out["request_denied_by_code"] = dict(raw["request_denied_by_code"])
+    out["topics"] = [
+        {k: v for k, v in t.items() if k != "latency"} | {"latency_ms": _histogram_ms(t["latency"])}
+        for t in raw.get("topics") or []
+    ]
+    out["topic_label_overflow"] = raw.get("topic_label_overflow", 0)
     return out
 
 
@@ -126,10 +131,53 @@ def render_prometheus(
         lines.append(f"# TYPE {metric} counter")
         for code, n in proxy_raw["request_denied_by_code"].items():
             lines.append(f'{metric}{{code="{_escape(code)}"}} {n}')
+        _topic_lines(proxy_raw, lines)
     loggers = list(_open_logger_stats() if logger_stats is None else logger_stats)
     if loggers:
         _logger_lines(loggers, lines)
     return "\n".join(lines) + "\n"
+
+
+# Per-topic metrics: (name, stat, help). RocketMQ 5's own names where it has them.
+TOPIC_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("rocketmq_messages_in_total", "messages_in", "Messages sent through the proxy and stored."),
+    ("rocketmq_throughput_in_total", "bytes_in", "Body bytes of the messages counted in."),
+    ("rocketmq_messages_out_total", "messages_out", "Messages in pull and pop responses."),
+    ("rocketmq_throughput_out_total", "bytes_out", "Body bytes of the responses counted out."),
+    ("rmqfast_topic_requests_total", "requests", "Requests that carry the topic."),
+)
+"""The per-topic counters in /metrics (labels topic, consumer_group, broker)."""
+
+
+def _topic_lines(raw: Mapping[str, Any], lines: list[str]) -> None:
+    topics = raw.get("topics") or []
+    labelled = [
+        (
+            f'topic="{_escape(t["topic"])}",consumer_group="{_escape(t["consumer_group"])}",'
+            f'broker="{_escape(t["broker"])}"',
+            t,
+        )
+        for t in topics
+    ]
+    for metric, key, text in TOPIC_METRICS:
+        lines.append(f"# HELP {metric} {text}")
+        lines.append(f"# TYPE {metric} counter")
+        lines.extend(f"{metric}{{{labels}}} {t[key]}" for labels, t in labelled)
+    metric = "rmqfast_topic_errors_total"
+    lines.append(f"# HELP {metric} Error responses to requests of the topic, by response code.")
+    lines.append(f"# TYPE {metric} counter")
+    for labels, t in labelled:
+        for code, n in t["errors"].items():
+            lines.append(f'{metric}{{{labels},code="{_escape(code)}"}} {n}')
+    metric = "rmqfast_topic_request_duration_seconds"
+    lines.append(f"# HELP {metric} Time from request to response, by topic.")
+    lines.append(f"# TYPE {metric} histogram")
+    for labels, t in labelled:
+        _histogram_lines(metric, t["latency"], labels, lines)
+    metric = "rmqfast_proxy_topic_label_overflow_total"
+    lines.append(f"# HELP {metric} Requests counted under topic __other__ (metrics_max_topics).")
+    lines.append(f"# TYPE {metric} counter")
+    lines.append(f"{metric} {raw.get('topic_label_overflow', 0)}")
 
 
 def _logger_lines(loggers: list[tuple[str, Mapping[str, Any]]], lines: list[str]) -> None:

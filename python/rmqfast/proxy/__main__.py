@@ -98,6 +98,13 @@ _FLAGS: list[tuple[str, str, type, str]] = [
         "bytes all clients together may hold in partial frames over 64 KiB [67108864]",
     ),
     (
+        "--metrics-max-topics",
+        "metrics_max_topics",
+        int,
+        "label sets (topic, consumer group, broker) of the per-topic metrics; more are "
+        "counted under topic __other__; 0 turns them off [1000]",
+    ),
+    (
         "--policy-default",
         "policy_default",
         str,

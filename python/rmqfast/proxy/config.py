@@ -73,6 +73,7 @@ class ProxyConfig:
     route_stale_limit_s: int = _RUST["route_stale_limit_s"]
     frame_timeout_ms: int = _RUST["frame_timeout_ms"]
     frame_memory_budget: int = _RUST["frame_memory_budget"]
+    metrics_max_topics: int = _RUST["metrics_max_topics"]
     log_level: str = "info"
     upstream_tls: bool = _RUST["upstream_tls"]
     upstream_tls_ca_file: str | None = _RUST["upstream_tls_ca_file"]

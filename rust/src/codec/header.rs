@@ -254,3 +254,158 @@ fn decode_binary_header(h: &[u8]) -> Result<HeaderRef<'_>, FrameError> {
         serialize_type: SerializeType::RocketMq,
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// One field, without decoding the header
+
+/// One custom header field (`extFields[key]`), found without decoding the rest of the header:
+/// what the relay reads on the frames it labels by topic. `None` when the field is absent or
+/// the header around it is malformed (the relay never rejects a frame for this). Borrowed
+/// unless the JSON value has escapes.
+///
+/// A JSON header is searched for `"key"` followed by `:`: inside a JSON string a quote is
+/// always escaped, so the pattern cannot match there, and a value equal to the key is
+/// followed by `,` or `}`, not `:`. No top-level field of a remoting header shares a name with
+/// the extFields keys this is used for (`topic`, `b`, `consumerGroup`, `a`).
+pub fn find_ext<'a>(
+    header: &'a [u8],
+    serialize_type: SerializeType,
+    key: &str,
+) -> Option<Cow<'a, str>> {
+    match serialize_type {
+        SerializeType::Json => find_json_ext(header, key),
+        SerializeType::RocketMq => find_binary_ext(header, key).map(Cow::Borrowed),
+    }
+}
+
+fn find_json_ext<'a>(header: &'a [u8], key: &str) -> Option<Cow<'a, str>> {
+    let mut pattern = Vec::with_capacity(key.len() + 2);
+    pattern.push(b'"');
+    pattern.extend_from_slice(key.as_bytes());
+    pattern.push(b'"');
+    let finder = memchr::memmem::Finder::new(&pattern);
+    let mut from = 0;
+    while let Some(at) = finder.find(&header[from..]) {
+        let mut s = Scanner::new_raw(header);
+        s.pos = from + at + pattern.len();
+        s.ws();
+        if s.peek() == Some(b':') {
+            s.pos += 1;
+            s.ws();
+            return s.scalar_text("a value").ok().flatten();
+        }
+        from += at + 1;
+    }
+    None
+}
+
+fn find_binary_ext<'a>(h: &'a [u8], key: &str) -> Option<&'a str> {
+    let be32 = |at: usize| -> Option<usize> {
+        let b = h.get(at..at + 4)?;
+        usize::try_from(i32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok()
+    };
+    // code 2, language 1, version 2, opaque 4, flag 4, then the remark's length and bytes.
+    let mut pos: usize = 13;
+    pos = pos.checked_add(4)?.checked_add(be32(pos)?)?;
+    let ext_len = be32(pos)?;
+    pos += 4;
+    let end = pos.checked_add(ext_len)?.min(h.len());
+    let mut found = None;
+    while pos + 2 <= end {
+        let klen = usize::from(u16::from_be_bytes([h[pos], h[pos + 1]]));
+        let k = h.get(pos + 2..pos + 2 + klen)?;
+        pos += 2 + klen;
+        let vlen = be32(pos)?;
+        let v = h.get(pos + 4..pos.checked_add(4)?.checked_add(vlen)?)?;
+        pos += 4 + vlen;
+        if k == key.as_bytes() {
+            found = std::str::from_utf8(v).ok(); // the last one wins, as in Java
+        }
+    }
+    found
+}
+
+/// How many records a message-list body holds: a SEND_BATCH_MESSAGE body, or the messages of
+/// a PULL_MESSAGE / POP_MESSAGE response. Each record starts with its own total size (4 bytes,
+/// big-endian); counting stops at the first size that does not fit.
+pub fn count_records(body: &[u8]) -> u64 {
+    let mut n = 0;
+    let mut pos = 0usize;
+    while let Some(b) = body.get(pos..pos + 4) {
+        let size = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        if size < 4 || size as usize > body.len() - pos {
+            break;
+        }
+        pos += size as usize;
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod find_tests {
+    use super::*;
+    use crate::codec::frame::FrameView;
+    use crate::codec::RemotingCommand;
+
+    fn header_of(cmd: &RemotingCommand, st: SerializeType) -> Vec<u8> {
+        let frame = cmd.encode(st).unwrap();
+        let view = FrameView::parse(&frame).unwrap();
+        frame[view.header].to_vec()
+    }
+
+    #[test]
+    fn finds_ext_fields_in_both_encodings() {
+        let mut cmd = RemotingCommand::request(310);
+        cmd.remark = Some("\"b\":\"not this\"".into());
+        for (k, v) in [("a", "b"), ("b", "Orders"), ("i", "x\"b\":\"y"), ("e", "3")] {
+            cmd.ext_fields.insert(k.into(), v.into());
+        }
+        for st in [SerializeType::Json, SerializeType::RocketMq] {
+            let h = header_of(&cmd, st);
+            assert_eq!(find_ext(&h, st, "b").as_deref(), Some("Orders"), "{st:?}");
+            assert_eq!(find_ext(&h, st, "a").as_deref(), Some("b"));
+            assert_eq!(find_ext(&h, st, "e").as_deref(), Some("3"));
+            assert_eq!(find_ext(&h, st, "topic"), None);
+        }
+    }
+
+    #[test]
+    fn json_spacing_numbers_and_escapes() {
+        let h = br#"{ "code" : 11, "extFields" : { "queueId" : 3, "topic" : "T\u0041" } }"#;
+        assert_eq!(
+            find_ext(h, SerializeType::Json, "topic").as_deref(),
+            Some("TA")
+        );
+        assert_eq!(
+            find_ext(h, SerializeType::Json, "queueId").as_deref(),
+            Some("3")
+        );
+    }
+
+    #[test]
+    fn malformed_headers_find_nothing_and_never_panic() {
+        for h in [&b""[..], b"{", br#"{"extFields":{"topic":"#, br#""topic""#] {
+            assert_eq!(find_ext(h, SerializeType::Json, "topic"), None);
+        }
+        let mut h = header_of(&RemotingCommand::request(11), SerializeType::RocketMq);
+        for cut in 0..h.len() {
+            let _ = find_ext(&h[..cut], SerializeType::RocketMq, "topic");
+        }
+        h.extend_from_slice(&[0xff; 8]);
+        let _ = find_ext(&h, SerializeType::RocketMq, "topic");
+    }
+
+    #[test]
+    fn counts_records_until_one_does_not_fit() {
+        let mut body = Vec::new();
+        for len in [10u32, 20, 4] {
+            body.extend_from_slice(&len.to_be_bytes());
+            body.resize(body.len() + len as usize - 4, 0);
+        }
+        assert_eq!(count_records(&body), 3);
+        assert_eq!(count_records(&body[..body.len() - 1]), 2);
+        assert_eq!(count_records(&[0, 0, 0, 2, 1, 1]), 0);
+        assert_eq!(count_records(&[]), 0);
+    }
+}

@@ -271,10 +271,7 @@ struct TopicEntry {
 
 impl TopicEntry {
     fn current(&self) -> Arc<CachedRoute> {
-        match self.route.read() {
-            Ok(r) => r.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        crate::sync::read(&self.route).clone()
     }
 }
 
@@ -516,10 +513,10 @@ impl Producer {
     /// borrowed from `DEFAULT_TOPIC` is replaced by the topic's own once the name servers know
     /// the topic.
     pub async fn refresh_routes(&self) {
-        let entries: Vec<(String, Arc<TopicEntry>)> = match self.inner.routes.read() {
-            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            Err(_) => return,
-        };
+        let entries: Vec<(String, Arc<TopicEntry>)> = crate::sync::read(&self.inner.routes)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (topic, entry) in entries {
             if self.inner.closed.load(Ordering::SeqCst) {
                 return;
@@ -535,9 +532,7 @@ impl Producer {
             };
             match fetched {
                 Ok(route) => {
-                    if let Ok(mut r) = entry.route.write() {
-                        *r = Arc::new(route);
-                    }
+                    *crate::sync::write(&entry.route) = Arc::new(route);
                     entry.stale.store(false, Ordering::Relaxed);
                     ProducerStats::add(&self.inner.stats.route_refreshes, 1);
                 }
@@ -627,13 +622,7 @@ impl Producer {
     }
 
     async fn topic_entry(&self, topic: &str) -> Result<Arc<TopicEntry>, ProducerError> {
-        let cached = |p: &Producer| {
-            p.inner
-                .routes
-                .read()
-                .ok()
-                .and_then(|m| m.get(topic).cloned())
-        };
+        let cached = |p: &Producer| crate::sync::read(&p.inner.routes).get(topic).cloned();
         if let Some(e) = cached(self) {
             return Ok(e);
         }
@@ -651,9 +640,7 @@ impl Producer {
                     index: AtomicUsize::new(message::random_u64() as usize % 1024),
                     stale: AtomicBool::new(false),
                 });
-                if let Ok(mut m) = self.inner.routes.write() {
-                    m.insert(topic.to_owned(), entry.clone());
-                }
+                crate::sync::write(&self.inner.routes).insert(topic.to_owned(), entry.clone());
                 Ok(entry)
             }
             Err(e) => {

@@ -164,6 +164,14 @@ pub struct ProxyConfig {
     /// What no rule decides: `data-path` (refuse cluster administration) or `allow-all`.
     #[serde(default = "d_policy_default")]
     pub policy_default: String,
+    /// Label sets (topic, consumer group, broker) of the per-topic metrics; past it, traffic of
+    /// new ones is counted under topic `__other__`. 0 turns per-topic metrics off.
+    #[serde(default = "d_metrics_max_topics")]
+    pub metrics_max_topics: usize,
+}
+
+fn d_metrics_max_topics() -> usize {
+    super::topics::DEFAULT_MAX_TOPICS
 }
 
 fn d_policy_default() -> String {
@@ -227,6 +235,7 @@ impl ProxyConfig {
             "tls_client_ca_file": null,
             "policy": [],
             "policy_default": d_policy_default(),
+            "metrics_max_topics": d_metrics_max_topics(),
         }) else {
             unreachable!("a JSON object literal")
         };
@@ -313,7 +322,7 @@ impl ProxyConfig {
         }
         TopicRouter::new(self)?;
         super::policy::Policy::new(&self.policy, &self.policy_default)?;
-        let ranges: [(&str, u64, u64, u64); 14] = [
+        let ranges: [(&str, u64, u64, u64); 15] = [
             ("broker_port_base", self.broker_port_base.into(), 0, 65_535),
             ("connect_timeout_ms", self.connect_timeout_ms, 1, 3_600_000),
             ("request_timeout_ms", self.request_timeout_ms, 1, 3_600_000),
@@ -347,6 +356,12 @@ impl ProxyConfig {
                 self.frame_memory_budget as u64,
                 1 << 20,
                 1 << 40,
+            ),
+            (
+                "metrics_max_topics",
+                self.metrics_max_topics as u64,
+                0,
+                1_000_000,
             ),
         ];
         for (name, v, low, high) in ranges {

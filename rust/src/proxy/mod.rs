@@ -6,6 +6,7 @@ mod namesrv;
 pub mod policy;
 mod relay;
 pub mod stats;
+pub mod topics;
 mod upstream;
 
 use crate::sync::lock;
@@ -65,6 +66,7 @@ impl Shared {
         let upstream_tls = config.upstream_tls()?;
         let client_tls = config.client_tls()?;
         let stats = Arc::new(ProxyStats::default());
+        stats.topics.set_max(config.metrics_max_topics);
         let config_budget = config.frame_memory_budget;
         let policy = Arc::new(policy::Policy::new(&config.policy, &config.policy_default)?);
         let namesrvs = config

@@ -200,6 +200,8 @@ pub struct ProxyStats {
     pub request_time_by_code: Vec<Histogram>,
     /// Requests refused by the policy, per request code (touched only on a refusal).
     pub denied_by_code: std::sync::Mutex<std::collections::BTreeMap<i32, u64>>,
+    /// Per-topic traffic (`metrics_max_topics`).
+    pub topics: super::topics::TopicTable,
 }
 
 impl Default for ProxyStats {
@@ -211,6 +213,7 @@ impl Default for ProxyStats {
                 .map(|_| Histogram::default())
                 .collect(),
             denied_by_code: Default::default(),
+            topics: super::topics::TopicTable::new(super::topics::DEFAULT_MAX_TOPICS),
         }
     }
 }

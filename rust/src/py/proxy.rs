@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
 
-use crate::codec::codes::request_name;
+use crate::codec::codes::{request_name, response_name};
 use crate::proxy::stats::{HistogramSnapshot, ProxyStats, LATENCY_BOUNDS_US, LATENCY_CODES};
 use crate::proxy::{ProxyConfig, ProxyServer};
 
@@ -70,6 +70,33 @@ pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &ProxyStats) -> PyResult<Bound
         denied.set_item(name, *n)?;
     }
     out.set_item("request_denied_by_code", denied)?;
+    let topics = PyList::empty(py);
+    for t in s.topics.snapshot() {
+        let d = PyDict::new(py);
+        d.set_item("topic", &t.topic)?;
+        d.set_item("consumer_group", &t.consumer_group)?;
+        d.set_item("broker", &t.broker)?;
+        d.set_item("messages_in", t.messages_in)?;
+        d.set_item("bytes_in", t.bytes_in)?;
+        d.set_item("messages_out", t.messages_out)?;
+        d.set_item("bytes_out", t.bytes_out)?;
+        d.set_item("requests", t.requests)?;
+        let errors = PyDict::new(py);
+        for (code, n) in &t.errors {
+            let name = response_name(*code)
+                .map(str::to_owned)
+                .unwrap_or_else(|| code.to_string());
+            errors.set_item(name, *n)?;
+        }
+        d.set_item("errors", errors)?;
+        d.set_item("latency", histogram_dict(py, &t.latency)?)?;
+        topics.append(d)?;
+    }
+    out.set_item("topics", topics)?;
+    out.set_item(
+        "topic_label_overflow",
+        s.topics.overflow.load(std::sync::atomic::Ordering::Relaxed),
+    )?;
     Ok(out)
 }
 

@@ -325,7 +325,7 @@ async fn upstream_to_client(env: Arc<RelayEnv>, conn: Arc<Conn>, mut cwr: BoxWri
                         break 'main;
                     };
                     relay.touch(now);
-                    if relay.on_broker_frame(&view, now) == BrokerStep::Forward {
+                    if relay.on_broker_frame(&frame, &view, now) == BrokerStep::Forward {
                         out.push_back(frame);
                     }
                 }

@@ -292,7 +292,7 @@ impl Model {
         let Ok(view) = FrameView::parse(frame) else {
             return;
         };
-        let step = self.relay.on_broker_frame(&view, self.now);
+        let step = self.relay.on_broker_frame(frame, &view, self.now);
         let owed = view.is_response() && self.owed.remove(&view.opaque).is_some();
         let forward = !view.is_response() || owed;
         assert_eq!(

@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use super::super::policy::{Client, Listener, Policy, Request as PolicyRequest};
 use super::super::stats::ProxyStats;
+use super::super::topics::{self, Labelled, TopicCache};
 use crate::codec::codes::{request as rc, response as resp};
 use crate::codec::frame::FrameView;
 use crate::codec::{HeaderRef, RemotingCommand, SerializeType};
@@ -81,7 +82,7 @@ pub(crate) fn long_poll_hold(frame: &[u8], view: &FrameView) -> Duration {
 }
 
 /// A request waiting for its response.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Inflight {
     code: i32,
     start: Instant,
@@ -90,6 +91,8 @@ struct Inflight {
     /// is relayed if one comes, and at the deadline the entry goes quietly, with no local reply
     /// and no latency or timeout counted.
     answer_optional: bool,
+    /// Its topic's counters (per-topic metrics), when it has a topic.
+    labelled: Option<Labelled>,
 }
 
 /// Requests the broker answers only when something goes wrong, whatever their flag says:
@@ -143,6 +146,9 @@ pub(crate) struct Relay {
     drain_deadline: Option<Instant>,
     policy: Arc<Policy>,
     client: Client,
+    topics: TopicCache,
+    /// The label of the request waiting for `connected` / `unreachable`.
+    connecting: Option<Labelled>,
 }
 
 impl Relay {
@@ -158,6 +164,8 @@ impl Relay {
             drain_deadline: None,
             policy: Arc::new(Policy::data_path()),
             client: Client::default(),
+            topics: TopicCache::default(),
+            connecting: None,
         }
     }
 
@@ -222,19 +230,30 @@ impl Relay {
         }
         let oneway = view.is_oneway();
         stats.on_request(view.code, oneway);
+        let label = self
+            .topics
+            .on_request(&stats.topics, &self.broker, frame, view);
+        // A local answer to a labelled request is an error of its topic.
+        let local_error = |code: i32| {
+            if let (Some(l), false) = (&label, oneway) {
+                topics::on_error(l, code);
+            }
+        };
         if let Some(remark) = self.refused(frame, view) {
-            stats.on_denied(view.code);
+            self.stats.on_denied(view.code);
             if oneway {
                 return ClientStep::Drop;
             }
-            stats.on_response(resp::NO_PERMISSION);
+            local_error(resp::NO_PERMISSION);
+            self.stats.on_response(resp::NO_PERMISSION);
             return ClientStep::Reply(local_reply(view.opaque, resp::NO_PERMISSION, remark));
         }
         if shutting_down {
             if oneway {
                 return ClientStep::Drop;
             }
-            count_local(stats, LocalReason::Shutdown, resp::SYSTEM_BUSY);
+            local_error(resp::SYSTEM_BUSY);
+            count_local(&self.stats, LocalReason::Shutdown, resp::SYSTEM_BUSY);
             let remark = "rmqfast: the proxy is shutting down; retry on another broker";
             return ClientStep::Reply(local_reply(view.opaque, resp::SYSTEM_BUSY, remark.into()));
         }
@@ -244,11 +263,13 @@ impl Relay {
                 None => true,
             };
             if !may_try {
+                local_error(resp::SYSTEM_ERROR);
                 return self.unreachable_reply(view);
             }
+            self.connecting = label;
             return ClientStep::Connect;
         }
-        self.track(view, hold, now);
+        self.track(view, hold, now, label);
         ClientStep::Forward
     }
 
@@ -257,8 +278,9 @@ impl Relay {
         self.upstream = true;
         self.last_failure = None;
         ProxyStats::gauge(&self.stats.c.upstream_connections_active, 1);
+        let label = self.connecting.take();
         if !view.is_response() {
-            self.track(view, hold, now);
+            self.track(view, hold, now, label);
         }
         ClientStep::Forward
     }
@@ -267,6 +289,9 @@ impl Relay {
     /// oneway request. Requests in the next `RECONNECT_AFTER` get the same answer without a try.
     pub fn unreachable(&mut self, view: &FrameView, why: String, now: Instant) -> ClientStep {
         ProxyStats::add(&self.stats.c.upstream_connect_failure, 1);
+        if let (Some(l), false) = (self.connecting.take(), view.is_oneway()) {
+            topics::on_error(&l, resp::SYSTEM_ERROR);
+        }
         self.last_failure = Some((now, why));
         self.unreachable_reply(view)
     }
@@ -296,8 +321,11 @@ impl Relay {
         }
     }
 
-    fn track(&mut self, view: &FrameView, hold: Duration, now: Instant) {
+    fn track(&mut self, view: &FrameView, hold: Duration, now: Instant, label: Option<Labelled>) {
         if view.is_oneway() {
+            if let Some(l) = label {
+                l.sent_oneway();
+            }
             return;
         }
         let deadline = now + hold + self.limits.request_timeout;
@@ -312,6 +340,7 @@ impl Relay {
                 start: now,
                 deadline,
                 answer_optional: optional,
+                labelled: label,
             },
         );
         if let Some(p) = prev {
@@ -322,7 +351,7 @@ impl Relay {
 
     /// A frame from the broker: a response to a request in flight, a late one, or a request
     /// of the broker's own (transaction check, consumer-list change).
-    pub fn on_broker_frame(&mut self, view: &FrameView, now: Instant) -> BrokerStep {
+    pub fn on_broker_frame(&mut self, frame: &[u8], view: &FrameView, now: Instant) -> BrokerStep {
         let stats = &self.stats;
         ProxyStats::add(&stats.c.response_decoding_success, 1);
         if !view.is_response() {
@@ -332,6 +361,9 @@ impl Relay {
         match self.inflight.remove(&view.opaque) {
             Some(req) => {
                 self.finish(&req, now);
+                if let Some(l) = &req.labelled {
+                    topics::on_response(l, frame, view, now.saturating_duration_since(req.start));
+                }
                 self.stats.on_response(view.code);
                 BrokerStep::Forward
             }
@@ -362,6 +394,9 @@ impl Relay {
             }
             let waited = now.saturating_duration_since(req.start);
             self.stats.end(req.code, waited);
+            if let Some(l) = &req.labelled {
+                topics::on_error(l, resp::SYSTEM_BUSY);
+            }
             count_local(&self.stats, LocalReason::Timeout, resp::SYSTEM_BUSY);
             let remark = format!(
                 "rmqfast: broker {} did not answer {} within {} ms",
@@ -462,10 +497,10 @@ mod tests {
         );
         assert_eq!(r.in_flight(), 2);
         let (_, answer) = frame(0, 2, 1);
-        assert_eq!(r.on_broker_frame(&answer, t0), BrokerStep::Forward);
+        assert_eq!(r.on_broker_frame(&[], &answer, t0), BrokerStep::Forward);
         assert_eq!(r.in_flight(), 1);
         // The same answer again: nobody waits for it.
-        assert_eq!(r.on_broker_frame(&answer, t0), BrokerStep::Late);
+        assert_eq!(r.on_broker_frame(&[], &answer, t0), BrokerStep::Late);
         assert_eq!(stats.c.late_response.load(Relaxed), 1);
         r.close(t0);
         assert_eq!(r.in_flight(), 0);
@@ -526,7 +561,7 @@ mod tests {
         let (_, end2) = frame(rc::END_TRANSACTION, 9, 0);
         r.on_client_frame(&[], &end2, Duration::ZERO, t0, false);
         let (_, answer) = frame(resp::SYSTEM_ERROR, 9, 1);
-        assert_eq!(r.on_broker_frame(&answer, t0), BrokerStep::Forward);
+        assert_eq!(r.on_broker_frame(&[], &answer, t0), BrokerStep::Forward);
         assert_eq!(stats.c.late_response.load(Relaxed), 0);
         assert_eq!(stats.c.request_active.load(Relaxed), 0);
         assert_eq!(stats.c.end_transaction.load(Relaxed), 2);
@@ -634,7 +669,7 @@ mod tests {
             Tick::default()
         );
         let (_, answer) = frame(0, 3, 1);
-        assert_eq!(r.on_broker_frame(&answer, t0), BrokerStep::Late);
+        assert_eq!(r.on_broker_frame(&[], &answer, t0), BrokerStep::Late);
         assert_eq!(stats.c.local_reply_timeout.load(Relaxed), 1);
     }
 
@@ -675,7 +710,7 @@ mod tests {
         // One request still in flight: the drain waits for it.
         assert!(!r.on_tick(t0, true).close);
         let (_, answer) = frame(0, 1, 1);
-        r.on_broker_frame(&answer, t0);
+        r.on_broker_frame(&[], &answer, t0);
         assert!(r.on_tick(t0, true).close);
     }
 
@@ -703,7 +738,7 @@ mod tests {
             "a long poll is in flight"
         );
         let (_, answer) = frame(0, 1, 1);
-        r.on_broker_frame(&answer, t0 + idle);
+        r.on_broker_frame(&[], &answer, t0 + idle);
         r.touch(t0 + idle);
         assert!(!r.on_tick(t0 + idle + idle / 2, false).close);
         assert!(r.on_tick(t0 + idle * 2, false).close);

@@ -106,9 +106,9 @@ def test_a_restarted_logger_replays_what_its_predecessor_left(
         first.log({"i": i})
     # Closing with the broker away: what is still in memory goes to disk, not to "shutdown".
     assert first.close(timeout=1) is False
-    st = first.stats()
-    assert st["dropped"]["shutdown"] == 0
-    assert st["spooled"] == 1000
+    # The sender waiting to retry writes its batch too, as it stops.
+    st = wait_until(lambda: (s := first.stats())["spooled"] == 1000 and s, 10, "all spooled")
+    assert st["dropped"]["shutdown"] == 0 and sum(st["dropped"].values()) == 0
     up = FakeProducer()
     second = new(loggers, up, tmp_path)
     st = drained(second, 1000)
@@ -200,7 +200,7 @@ def test_a_full_spool_drops_its_oldest_segment_and_counts_it(
     # The oldest went (except a batch the drainer had already taken): the newest all came,
     # in order, once.
     assert got == sorted(set(got))
-    assert got[-1000:] == list(range(n - 1000, n))
+    assert got[-500:] == list(range(n - 500, n))
 
 
 def test_each_process_or_logger_gets_its_own_slot(

@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from rmqfast.logger.spool import Spool, SpoolError
+from rmqfast.logger.spool import Spool, SpoolError, SpoolWriteError
 
 __all__ = ["DROP_REASONS", "BatchProcessor", "Encoded", "Message", "close_all"]
 
@@ -91,6 +91,8 @@ _LATENCY_WINDOW = 1024
 # The drainer's retry waits while the broker is away: retry_delay (at least this), doubling.
 _SPOOL_RETRY_MIN = 0.2
 _SPOOL_RETRY_MAX = 5.0
+# close() waits at least this long for the batcher to write what is queued to the spool.
+_SPOOL_CLOSE_GRACE = 5.0
 
 
 class _Marker:
@@ -209,7 +211,8 @@ class BatchProcessor:
         self._spool_order = threading.Lock()  # spool writes that must not interleave
         self._drainer: threading.Thread | None = None
         self._queued = 0  # entries in _sendq and in flight
-        self._orphans: list[_Unit] = []  # units a stopping sender leaves for the spool
+        self._workers_alive = 0  # batcher, senders, drainer: the last one out releases
+        self._released = False
         # The spool holds entries (an outage, or a predecessor's): new batches go there too.
         self._spooling = self._spool is not None and self._spool.entries > 0
 
@@ -230,6 +233,7 @@ class BatchProcessor:
             self._drainer = threading.Thread(
                 target=self._drain_loop, name=f"rmqfast-logger-drainer[{self.name}]", daemon=True
             )
+        self._workers_alive = 1 + len(self._senders) + (self._drainer is not None)
         self._batcher.start()
         for t in self._senders:
             t.start()
@@ -338,14 +342,43 @@ class BatchProcessor:
             self._batch_cv.notify_all()
             self._send_cv.notify_all()
             self._drain_cv.notify_all()
+        me = threading.current_thread()
+        if self._spool is not None:
+            # Writing what is queued to disk is local work: it gets time past the deadline.
+            b = self._batcher
+            if b is not None and b is not me:
+                b.join(max(_SPOOL_CLOSE_GRACE, deadline - _monotonic()))
+            self._spool_in_order(None, None, 0)
         for t in (self._batcher, *self._senders, self._drainer):
-            if t is not None and t is not threading.current_thread():
+            if t is not None and t is not me:
                 t.join(max(0.05, deadline - _monotonic()))
+        with self._lock:
+            idle = self._workers_alive == 0
+        if idle:
+            self._release()
+        _PROCESSORS.discard(self)
+        return flushed
+
+    def _worker_exit(self) -> None:
+        """A worker thread ends; the last one releases the producer and the spool."""
+        with self._lock:
+            self._workers_alive -= 1
+            last = self._workers_alive <= 0
+        if last:
+            self._release()
+
+    def _release(self) -> None:
+        # Once no thread of this processor can use them: a sender stuck in a slow send at
+        # close still writes its batch to the spool when the send gives up.
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        with contextlib.suppress(Exception):
+            self._close_sink()
         if self._spool is not None:
             with contextlib.suppress(OSError):
                 self._spool.close()
-        _PROCESSORS.discard(self)
-        return flushed
 
     @property
     def closed(self) -> bool:
@@ -450,6 +483,8 @@ class BatchProcessor:
         except BaseException:  # pragma: no cover - a bug; keep the process alive, say so
             _log.exception("rocketmq logger %r: batcher thread failed", self.name)
             raise
+        finally:
+            self._worker_exit()
 
     def _consume(
         self, items: Iterable[Any], buf: list[Encoded], buf_first: float, first_put: float
@@ -514,13 +549,13 @@ class BatchProcessor:
             return self._pending_bytes
 
     def _cut(self, buf: list[Encoded], marker: _Marker | None) -> None:
-        if (
-            buf
-            and self._spool is not None
-            and (self._spooling or self._abandon or self._queued >= self._divert_at)
-        ):
-            self._spool_in_order(None, buf, sum(len(e[0]) for e in buf))
-            buf = []
+        if buf and self._spool is not None:
+            backed_up = self._queued >= self._divert_at
+            # While a batch is in flight, a new one queues behind it (a sender spools it in
+            # order if it must); only a backlog goes to disk past it, to bound memory.
+            if self._abandon or backed_up or (self._spooling and self._inflight == 0):
+                self._spool_in_order(None, buf, sum(len(e[0]) for e in buf))
+                buf = []
         units = self._pack(buf) if buf else []
         with self._lock:
             if self._abandon:
@@ -635,36 +670,52 @@ class BatchProcessor:
         with self._spool_order:
             with self._lock:
                 waiting = [u for u in self._sendq if type(u) is _Unit]
+                markers = [u for u in self._sendq if type(u) is _Marker]
                 if waiting:
-                    self._sendq = deque(u for u in self._sendq if type(u) is _Marker)
+                    # Flush markers behind these units wait until they are on disk.
+                    self._sendq = deque()
                     self._queued -= sum(u.entries for u in waiting)
-                self._spooling = True
+                if head is not None or waiting or tail:
+                    self._spooling = True
             if head is not None:
                 self._to_spool(head.source, head.nbytes)
             for u in waiting:
                 self._to_spool(u.source, u.nbytes)
             if tail:
                 self._to_spool(tail, nbytes)
+            if waiting and markers:
+                with self._lock:
+                    if self._abandon:
+                        for m in markers:
+                            m.event.set()
+                    else:
+                        self._sendq.extendleft(reversed(markers))
+                        self._send_cv.notify_all()
 
     def _to_spool(self, encoded: list[Encoded], nbytes: int) -> None:
         """Move entries that left the memory queue to the spool (call without the lock)."""
-        assert self._spool is not None
-        try:
-            self._spool.append(encoded)
-            error = None
-        except OSError as e:
-            error = f"could not write to the spool {self._spool.slot!r}: {e}"
+        spool = self._spool
+        assert spool is not None
         n = len(encoded)
+        try:
+            spool.append(encoded)
+            error, lost = None, 0
+        except SpoolWriteError as e:
+            error, lost = f"could not write to the spool {spool.slot!r}: {e}", n - e.written
+        except Exception as e:
+            error, lost = f"could not write to the spool {spool.slot!r}: {e!r}", n
         with self._lock:
             self._pending -= n
             self._pending_bytes -= nbytes
-            if error is None:
-                self._spooling = True
+            if lost < n:
                 self._drain_cv.notify()
-            else:
+            if error is not None:
                 self._last_error = error
-                self._dropped["spool_error"] += n
-                self._unwarned["spool_error"] = self._unwarned.get("spool_error", 0) + n
+                self._dropped["spool_error"] += lost
+                self._unwarned["spool_error"] = self._unwarned.get("spool_error", 0) + lost
+                if spool.entries == 0:
+                    # Nothing on disk to keep in order behind: send live again.
+                    self._spooling = False
                 self._batch_cv.notify()
 
     def _warn_drops(self, counts: dict[str, int]) -> None:
@@ -691,13 +742,15 @@ class BatchProcessor:
             while True:
                 with self._lock:
                     unit = self._next_unit()
-                    orphans, self._orphans = self._orphans, []
-                for u in orphans:
-                    self._to_spool(u.source, u.nbytes)
                 if unit is None:
+                    if self._spool is not None:
+                        self._spool_in_order(None, None, 0)  # what is queued goes to disk
                     return
                 try:
-                    self._deliver(unit)
+                    if self._spool is not None and self._spooling:
+                        self._spool_in_order(unit, None, 0)  # behind what is on disk
+                    else:
+                        self._deliver(unit)
                 finally:
                     with self._lock:
                         self._inflight -= 1
@@ -706,10 +759,7 @@ class BatchProcessor:
         finally:
             with self._lock:
                 self._senders_alive -= 1
-                last = self._senders_alive == 0
-            if last:
-                with contextlib.suppress(Exception):
-                    self._close_sink()
+            self._worker_exit()
 
     def _next_unit(self) -> _Unit | None:
         """The next batch to send (counted in flight), or None when this sender should exit.
@@ -740,16 +790,22 @@ class BatchProcessor:
             self._send_cv.wait()
 
     def _abandon_sendq(self) -> None:
-        # Called with the lock held. With a spool, the units go there (by the caller).
+        # Called with the lock held. With a spool, the units stay for _spool_in_order.
+        if self._spool is not None:
+            kept: deque[_Unit | _Marker] = deque()
+            for u in self._sendq:
+                if isinstance(u, _Marker):
+                    u.event.set()
+                else:
+                    kept.append(u)
+            self._sendq = kept
+            return
         while self._sendq:
             u = self._sendq.popleft()
             if isinstance(u, _Marker):
                 u.event.set()
                 continue
             self._queued -= u.entries
-            if self._spool is not None:
-                self._orphans.append(u)
-                continue
             self._dropped["shutdown"] += u.entries
             self._pending -= u.entries
             self._pending_bytes -= u.nbytes
@@ -822,44 +878,68 @@ class BatchProcessor:
     def _drain_loop(self) -> None:
         spool = self._spool
         assert spool is not None
+        batch: tuple[list[_Unit], int, tuple[int, int]] | None = None
+        last_failure = 0.0
         try:
-            batch: tuple[list[_Unit], int, tuple[int, int]] | None = None
             while True:
-                due = spool.sync_if_due()
-                if batch is None:
-                    with self._lock:
-                        if self._abandon or (self._stop and spool.entries == 0):
-                            return
+                try:
+                    due = spool.sync_if_due()
+                    if batch is None:
                         if spool.entries == 0:
-                            self._spooling = False
-                            self._drain_cv.wait(due)
-                            continue
-                    batch = self._take(spool)
-                units, count, position = batch
-                # The units go out at once (send_concurrency of them, like live batches)
-                # while this thread reads the next ones from disk.
-                results: list[bool] = []
-                senders = [
-                    threading.Thread(
-                        target=self._replay_into,
-                        args=(u, results),
-                        name=f"rmqfast-logger-replay[{self.name}]",
-                        daemon=True,
-                    )
-                    for u in units
-                ]
-                for t in senders:
-                    t.start()
-                ahead = self._take(spool) if spool.entries > 0 and not self._stop else None
-                for t in senders:
-                    t.join()
-                if not all(results):
-                    return  # closing: left in the spool for the next process
-                spool.commit(position, count)
-                batch = ahead
-        except BaseException:  # pragma: no cover - a bug; keep the process alive, say so
-            _log.exception("rocketmq logger %r: spool drainer thread failed", self.name)
-            raise
+                            # Live sending resumes only between spool writes, so that no
+                            # batch overtakes one being written.
+                            with self._spool_order, self._lock:
+                                if spool.entries == 0:
+                                    self._spooling = False
+                        with self._lock:
+                            if self._abandon or (self._stop and spool.entries == 0):
+                                return
+                            if spool.entries == 0:
+                                self._drain_cv.wait(due)
+                                continue
+                        batch = self._take(spool)
+                    if not self._replay_batch(spool, batch):
+                        return  # closing: left in the spool for the next process
+                    batch = self._take(spool) if spool.entries > 0 and not self._stop else None
+                except Exception:  # a bug or the disk: say so, wait a little, go on
+                    batch = None
+                    now = _monotonic()
+                    if now - last_failure >= 30.0:
+                        _log.exception("rocketmq logger %r: spool replay failed", self.name)
+                    last_failure = now
+                    with self._lock:
+                        if not (self._abandon or self._stop):
+                            self._drain_cv.wait(1.0)
+        finally:
+            self._worker_exit()
+
+    def _replay_batch(self, spool: Spool, batch: tuple[list[_Unit], int, tuple[int, int]]) -> bool:
+        """Send a taken batch's units at once (send_concurrency of them, like live batches),
+        reading the next batch from disk meanwhile; commit it once all went."""
+        units, count, position = batch
+        results: list[bool | BaseException] = []
+        senders = [
+            threading.Thread(
+                target=self._replay_into,
+                args=(u, results),
+                name=f"rmqfast-logger-replay[{self.name}]",
+                daemon=True,
+            )
+            for u in units
+        ]
+        for t in senders:
+            t.start()
+        for t in senders:
+            while t.is_alive():
+                t.join(max(0.05, spool.fsync_interval) if spool.fsync_interval else 0.05)
+                spool.sync_if_due()  # an outage must not hold the fsync policy up
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        if len(results) < len(units) or not all(results):
+            return False
+        spool.commit(position, count)
+        return True
 
     def _take(self, spool: Spool) -> tuple[list[_Unit], int, tuple[int, int]]:
         """The next records from the spool as units of at most batch_max_size entries (up to
@@ -871,14 +951,19 @@ class BatchProcessor:
             units += self._pack(records[i : i + self.batch_max_size])
         return units, len(records), position
 
-    def _replay_into(self, unit: _Unit, results: list[bool]) -> None:
-        results.append(self._replay(unit))
+    def _replay_into(self, unit: _Unit, results: list[bool | BaseException]) -> None:
+        try:
+            results.append(self._replay(unit))
+        except BaseException as e:  # raised again by _replay_batch, on the drainer's thread
+            results.append(e)
 
     def _replay(self, unit: _Unit) -> bool:
         """Send one unit from the spool, retrying until it goes; False if closing first."""
         attempt = 0
         last_warn = 0.0
         while True:
+            if self._stop or self._abandon:
+                return False
             t0 = _perf()
             try:
                 self._send(unit.messages)

@@ -115,7 +115,6 @@ class RocketMQLogger:
                     topic=cfg.topic,
                     max_bytes=cfg.spool_max_bytes,
                     fsync_interval=cfg.spool_fsync_interval,
-                    max_record=cfg.max_message_size + (1 << 20),
                 )
             except (SpoolError, OSError) as e:
                 raise ConfigError("spool_dir", f"a usable directory ({e})", show=False) from e

@@ -28,6 +28,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import struct
@@ -38,7 +39,9 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["MIN_SEGMENT_BYTES", "Spool", "SpoolError"]
+__all__ = ["MIN_SEGMENT_BYTES", "Spool", "SpoolError", "SpoolWriteError"]
+
+_log = logging.getLogger("rmqfast.logger")
 
 Encoded = tuple[bytes, str | None, str | None]
 
@@ -50,12 +53,23 @@ _CURSOR = struct.Struct("<QQI")
 _SEG_RE = re.compile(r"^seg-(\d{12})\.spool$")
 _MAX_SLOTS = 256
 _READ_CHUNK = 1 << 20
+MAX_RECORD = 1 << 30
+"""Largest record length read as a record: framing sanity only, independent of the config
+(a smaller max_message_size after a restart must not make older records look torn)."""
 MIN_SEGMENT_BYTES = 4096
 """Smallest segment file before the writer starts a new one."""
 
 
 class SpoolError(Exception):
     """The spool directory cannot be used; the message says which path and why."""
+
+
+class SpoolWriteError(OSError):
+    """An append that failed part way: `written` of its records are in the spool."""
+
+    def __init__(self, written: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.written = written
 
 
 class _Segment:
@@ -70,8 +84,8 @@ class _Segment:
 
 
 def _pack_record(parts: list[bytes], body: bytes, key: str | None, tag: str | None) -> int:
-    kb = key.encode() if key is not None else b""
-    tb = tag.encode() if tag is not None else b""
+    kb = key.encode("utf-8", "surrogatepass") if key is not None else b""
+    tb = tag.encode("utf-8", "surrogatepass") if tag is not None else b""
     head = (
         _HEAD.pack(_NONE if key is None else len(kb), _NONE if tag is None else len(tb)) + kb + tb
     )
@@ -117,7 +131,7 @@ class Spool:
         topic: str,
         max_bytes: int,
         fsync_interval: float,
-        max_record: int,
+        max_record: int = MAX_RECORD,
     ) -> None:
         self.root = root
         self.name = name
@@ -143,12 +157,15 @@ class Spool:
         self._next_seq = 1
         self._closed = False
         self.slot, self._lock_fd = self._take_slot()
+        self._cursor_fd = -1
         try:
             self._cursor_fd = os.open(
                 os.path.join(self.slot, "cursor"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
             )
             self._load()
         except BaseException:
+            if self._cursor_fd >= 0:
+                os.close(self._cursor_fd)
             os.close(self._lock_fd)
             raise
 
@@ -190,6 +207,8 @@ class Spool:
                 tmp = meta + ".tmp"
                 with open(tmp, "w", encoding="utf-8") as f:
                     json.dump(owner, f)
+                    f.flush()
+                    os.fsync(f.fileno())
                 os.replace(tmp, meta)
                 return slot, fd
             if found == owner:
@@ -213,6 +232,9 @@ class Spool:
             if m:
                 found.append((int(m.group(1)), os.path.join(self.slot, entry)))
         found.sort()
+        # Segment numbers never go back, or a cursor left by a drained spool would mark the
+        # next process's new segments as replayed.
+        self._next_seq = max(self._next_seq, cur_seq + 1)
         for seq, path in found:
             self._next_seq = max(self._next_seq, seq + 1)
             if seq < cur_seq:
@@ -270,7 +292,8 @@ class Spool:
                 buf = os.pread(fd, _READ_CHUNK, pos)
                 buf_at = pos
             n, _crc = _REC.unpack_from(buf, pos - buf_at)
-            if n > self.max_record or pos + _REC.size + n > size:
+            # A payload has at least its two lengths; zeros (a tail a power cut left) do not.
+            if n < _HEAD.size or n > self.max_record or pos + _REC.size + n > size:
                 break
             count += 1
             pos += _REC.size + n
@@ -279,24 +302,34 @@ class Spool:
     # -- writing -------------------------------------------------------------------------------
 
     def append(self, records: Sequence[Encoded]) -> None:
-        """Write records at the end; raises OSError (disk full, I/O error) with nothing counted
-        for the records not written. Makes room by dropping the oldest segments."""
+        """Write records at the end, making room by dropping the oldest segments. Raises
+        SpoolWriteError (disk full, I/O error) saying how many were written before it."""
         parts: list[bytes] = []
         size = 0
         count = 0
+        written = 0
         with self.lock:
             if self._closed:
-                raise OSError(errno.EBADF, "the spool is closed")
-            for body, key, tag in records:
-                size += _pack_record(parts, body, key, tag)
-                count += 1
-                if size >= self.segment_bytes:
+                raise SpoolWriteError(0, OSError(errno.EBADF, "the spool is closed"))
+            try:
+                for body, key, tag in records:
+                    size += _pack_record(parts, body, key, tag)
+                    count += 1
+                    if size >= self.segment_bytes:
+                        self._write(parts, size, count)
+                        written += count
+                        parts, size, count = [], 0, 0
+                if parts:
                     self._write(parts, size, count)
-                    parts, size, count = [], 0, 0
-            if parts:
-                self._write(parts, size, count)
+                    written += count
+            except OSError as e:
+                raise SpoolWriteError(written, e) from e
             if self.fsync_interval == 0:
-                self._sync()
+                try:
+                    self._sync()
+                except OSError as e:
+                    # Written, but maybe not on the platter: say so, keep them.
+                    _log.warning("spool %s: fsync failed: %s", self.slot, e)
 
     def _write(self, parts: list[bytes], size: int, count: int) -> None:
         cur = self._segments[-1] if self._segments and self._wfd is not None else None
@@ -368,85 +401,101 @@ class Spool:
 
     def take(self, max_entries: int, max_bytes: int) -> tuple[list[Encoded], tuple[int, int]]:
         """The oldest records not yet taken (at least one if any, then up to the limits) and
-        the position to `commit` once they are delivered."""
+        the position to `commit` once they are delivered. Segments stay on disk until their
+        records are committed. A segment that cannot be read any more is dropped (counted)."""
         with self.lock:
-            while self._segments:
-                seg = self._segments[0]
-                if seg.read_off < seg.size:
-                    break
-                if self._wfd is not None and len(self._segments) == 1:
-                    return [], (seg.seq, seg.read_off)
-                self._segments.popleft()
-                self._bytes -= seg.size
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(seg.path)
-            else:
-                return [], (0, 0)
-            out: list[Encoded] = []
-            with open(seg.path, "rb", buffering=0) as f:
-                pos = seg.read_off
-                limit = min(seg.size, pos + max(max_bytes, _REC.size))
-                buf = os.pread(f.fileno(), limit - pos, pos)
-                at = 0
-                nbytes = 0
-                while pos + _REC.size <= seg.size and len(out) < max_entries:
-                    if at + _REC.size > len(buf):
-                        if out:
-                            break
-                        buf = os.pread(f.fileno(), seg.size - pos, pos)
-                        at = 0
-                    n, crc = _REC.unpack_from(buf, at)
-                    if pos + _REC.size + n > seg.size:
-                        # Cannot happen after _scan; never frame past the end.
-                        self.corrupt += 1
-                        self._entries -= seg.entries - len(out)
-                        seg.entries = len(out)
-                        pos = seg.size
+            while True:
+                seg = next((g for g in self._segments if g.read_off < g.size), None)
+                if seg is None:
+                    return [], (0, 0)
+                try:
+                    out, pos = self._read(seg, max_entries, max_bytes)
+                except OSError as e:
+                    self._lost(seg, f"cannot be read ({e.strerror or e})")
+                    continue
+                seg.read_off = pos
+                seg.entries -= len(out)
+                self._entries -= len(out)
+                self._taken += len(out)
+                return out, (seg.seq, pos)
+
+    def _read(self, seg: _Segment, max_entries: int, max_bytes: int) -> tuple[list[Encoded], int]:
+        out: list[Encoded] = []
+        with open(seg.path, "rb", buffering=0) as f:
+            fd = f.fileno()
+            pos = seg.read_off
+            limit = min(seg.size, pos + max(max_bytes, _REC.size))
+            buf = os.pread(fd, limit - pos, pos)
+            at = 0
+            nbytes = 0
+            while pos + _REC.size <= seg.size and len(out) < max_entries:
+                if at + _REC.size > len(buf):
+                    if out:
                         break
-                    if at + _REC.size + n > len(buf):
-                        if out:
-                            break
-                        buf = os.pread(f.fileno(), _REC.size + n, pos)
-                        at = 0
-                    payload = memoryview(buf)[at + _REC.size : at + _REC.size + n]
-                    rec = _unpack_payload(payload) if zlib.crc32(payload) == crc else None
-                    if rec is None:
-                        self.corrupt += 1
-                        self._entries -= 1
-                        seg.entries -= 1
-                    else:
-                        if out and nbytes + len(rec[0]) > max_bytes:
-                            break
-                        out.append(rec)
-                        nbytes += len(rec[0])
-                    at += _REC.size + n
-                    pos += _REC.size + n
-            seg.read_off = pos
-            seg.entries -= len(out)
-            self._entries -= len(out)
-            self._taken += len(out)
-            return out, (seg.seq, pos)
+                    buf = os.pread(fd, seg.size - pos, pos)
+                    at = 0
+                n, crc = _REC.unpack_from(buf, at)
+                if pos + _REC.size + n > seg.size or len(buf) < _REC.size:
+                    # The file changed under us: never frame past what was checked.
+                    self.corrupt += seg.entries - len(out)
+                    self._entries -= seg.entries - len(out)
+                    seg.entries = len(out)
+                    return out, seg.size
+                if at + _REC.size + n > len(buf):
+                    if out:
+                        break
+                    buf = os.pread(fd, _REC.size + n, pos)
+                    at = 0
+                payload = memoryview(buf)[at + _REC.size : at + _REC.size + n]
+                rec = _unpack_payload(payload) if zlib.crc32(payload) == crc else None
+                if rec is None:
+                    self.corrupt += 1
+                    self._entries -= 1
+                    seg.entries -= 1
+                else:
+                    if out and nbytes + len(rec[0]) > max_bytes:
+                        break
+                    out.append(rec)
+                    nbytes += len(rec[0])
+                at += _REC.size + n
+                pos += _REC.size + n
+        return out, pos
+
+    def _lost(self, seg: _Segment, why: str) -> None:
+        """Drop a segment whose records can no longer be read; they count as dropped."""
+        _log.warning("spool %s: %s is dropped: it %s", self.slot, os.path.basename(seg.path), why)
+        self.dropped += seg.entries
+        self._entries -= seg.entries
+        seg.entries = 0
+        seg.read_off = seg.size
 
     def commit(self, position: tuple[int, int], delivered: int) -> None:
-        """The `delivered` records taken up to `position` were sent: remember that on disk.
-        Takes are committed in the order they were taken."""
+        """The `delivered` records taken up to `position` were sent: remember that on disk,
+        and delete the segments delivered to their end. Takes are committed in the order they
+        were taken."""
         seq, off = position
         with self.lock:
             self.replayed += delivered
             self._taken -= delivered
-            if self._closed:
+            if self._closed or seq == 0:
                 return
             raw = _CURSOR.pack(seq, off, 0)[:16]
-            os.pwrite(self._cursor_fd, raw + struct.pack("<I", zlib.crc32(raw)), 0)
-            if self.fsync_interval == 0:
-                os.fsync(self._cursor_fd)
-            # Drop segments read to the end; reset the writer's too when all is delivered.
+            try:
+                os.pwrite(self._cursor_fd, raw + struct.pack("<I", zlib.crc32(raw)), 0)
+                if self.fsync_interval == 0:
+                    os.fsync(self._cursor_fd)
+            except OSError as e:
+                # Not fatal: a restart would replay from the last cursor written (duplicates).
+                _log.warning("spool %s: the cursor cannot be written: %s", self.slot, e)
             while self._segments:
                 seg = self._segments[0]
-                if seg.read_off < seg.size:
+                done = seg.seq < seq or (seg.seq == seq and off >= seg.size)
+                if not done:
                     break
-                last = len(self._segments) == 1
-                if last and self._wfd is not None:
+                if len(self._segments) == 1 and self._wfd is not None:
+                    if seg.read_off < seg.size:
+                        break  # the writer appended since
+                    # Everything is delivered: start the next write in a fresh segment.
                     os.close(self._wfd)
                     self._wfd = None
                     self._dirty = False
@@ -519,6 +568,8 @@ class Spool:
     def abandon_after_fork(self) -> None:
         """In a forked child: drop the descriptors inherited from the parent (whose slot it
         stays; closing them here does not release the parent's lock)."""
+        if self._closed:
+            return
         self._closed = True
         self.lock = threading.Lock()
         for fd in (self._wfd, self._cursor_fd, self._lock_fd):

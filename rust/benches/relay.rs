@@ -1,7 +1,9 @@
 //! Relay overhead: pipelined SEND_MESSAGE_V2-sized requests against an instant fake broker,
-//! direct, through a plain TCP relay (tokio `copy_bidirectional`), and through the rmqfast proxy,
-//! in the same run. `cargo bench --bench relay` (figures recorded in bench/RESULTS.md).
-use rmqfast::codec::{frame::split, RemotingCommand, SerializeType};
+//! direct, through a plain TCP relay (tokio `copy_bidirectional`), and through the rmqfast proxy
+//! with per-topic metrics off and on, in the same run, for binary (ROCKETMQ) and JSON headers.
+//! `cargo bench --bench relay` (figures recorded in bench/RESULTS.md).
+use rmqfast::codec::frame::{split, FrameView};
+use rmqfast::codec::{RemotingCommand, SerializeType};
 use rmqfast::proxy::{ProxyConfig, ProxyServer};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -28,7 +30,10 @@ fn fake_broker() -> String {
                     let mut out = Vec::new();
                     while let Ok(Some(len)) = split(&buf[start..have], 1 << 24) {
                         let f = &buf[start..start + len];
-                        let opaque = i32::from_be_bytes(f[8 + 5..8 + 9].try_into().unwrap());
+                        let opaque = match FrameView::parse(f) {
+                            Ok(v) => v.opaque,
+                            Err(e) => panic!("{e:?} in {:?}", String::from_utf8_lossy(f)),
+                        };
                         let mut r = resp_tmpl.clone();
                         r.opaque = opaque;
                         out.extend(r.encode(SerializeType::RocketMq).unwrap());
@@ -46,15 +51,37 @@ fn fake_broker() -> String {
     a
 }
 
-fn run(addr: &str, n: usize, window: usize) -> Duration {
+fn run(addr: &str, n: usize, window: usize, st: SerializeType) -> Duration {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_nodelay(true).unwrap();
     let mut req = RemotingCommand::request(310);
     req.body = vec![b'x'; 128];
-    for (k, v) in [("a", "g"), ("b", "T"), ("n", "broker-a")] {
+    // The fields a Java producer's SEND_MESSAGE_V2 header carries.
+    for (k, v) in [
+        ("a", "please_rename_unique_group_name"),
+        ("b", "TopicTest"),
+        ("c", "TBW102"),
+        ("d", "4"),
+        ("e", "3"),
+        ("f", "0"),
+        ("g", "1733212800000"),
+        ("h", "0"),
+        (
+            "i",
+            "KEYS\u{1}order-1\u{2}UNIQ_KEY\u{1}7F0000010001\u{2}WAIT\u{1}true\u{2}",
+        ),
+        ("j", "0"),
+        ("k", "false"),
+        ("m", "false"),
+        ("n", "broker-a"),
+    ] {
         req.ext_fields.insert(k.into(), v.into());
     }
-    let frame = req.encode(SerializeType::RocketMq).unwrap();
+    // Each request gets its own opaque, patched into a copy of one encoded frame: four bytes
+    // of a binary header, or ten fixed-width digits of a JSON one.
+    req.opaque = 1_000_000_000;
+    let frame = req.encode(st).unwrap();
+    let json_at = memchr_find(&frame, b"\"opaque\":1000000000").map(|i| i + 9);
     let t = Instant::now();
     let mut sent = 0;
     let mut got = 0;
@@ -64,7 +91,13 @@ fn run(addr: &str, n: usize, window: usize) -> Duration {
         let mut out = Vec::new();
         while sent < n && sent - got < window {
             let mut f = frame.clone();
-            f[13..17].copy_from_slice(&(sent as i32).to_be_bytes());
+            match (st, json_at) {
+                (SerializeType::Json, Some(at)) => {
+                    let digits = (1_000_000_000 + sent).to_string();
+                    f[at..at + 10].copy_from_slice(digits.as_bytes());
+                }
+                _ => f[13..17].copy_from_slice(&(sent as i32).to_be_bytes()),
+            }
             out.extend(f);
             sent += 1;
         }
@@ -117,30 +150,48 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn main() {
-    let broker = fake_broker();
-    let cfg = ProxyConfig::from_json(
-        r#"{"listen":"127.0.0.1:0","clusters":[{"name":"c","namesrv":["127.0.0.1:1"]}],"worker_threads":1}"#,
-    )
+fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn proxy(metrics_max_topics: usize, broker: &str) -> (ProxyServer, String) {
+    let cfg = ProxyConfig::from_json(&format!(
+        r#"{{"listen":"127.0.0.1:0","clusters":[{{"name":"c","namesrv":["127.0.0.1:1"]}}],"worker_threads":1,"metrics_max_topics":{metrics_max_topics}}}"#
+    ))
     .unwrap();
     let proxy = ProxyServer::start(cfg).unwrap();
-    let proxied = proxy.open_broker(&broker).unwrap();
+    let addr = proxy.open_broker(broker).unwrap();
+    (proxy, addr)
+}
+
+fn main() {
+    let broker = fake_broker();
+    let (_off, proxied_off) = proxy(0, &broker);
+    let (_on, proxied_on) = proxy(1000, &broker);
     let relay = plain_relay(broker.clone());
-    let n = 100_000;
-    println!("| in flight | direct req/s | plain relay req/s | rmqfast req/s | rmqfast/direct | rmqfast/relay |");
-    println!("|---|---|---|---|---|---|");
-    for window in [1, 16, 128] {
-        let (mut d, mut r, mut p) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..5 {
-            d.push(n as f64 / run(&broker, n, window).as_secs_f64());
-            r.push(n as f64 / run(&relay, n, window).as_secs_f64());
-            p.push(n as f64 / run(&proxied, n, window).as_secs_f64());
+    println!(
+        "| header | in flight | direct req/s | plain relay req/s | rmqfast req/s (per-topic off) | \
+         rmqfast req/s (per-topic on) | rmqfast/direct | rmqfast/relay | on/off | per-topic ns/request |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for st in [SerializeType::RocketMq, SerializeType::Json] {
+        for window in [1, 16, 128] {
+            let n = if window == 1 { 20_000 } else { 100_000 };
+            let (mut d, mut r, mut off, mut on) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..5 {
+                d.push(n as f64 / run(&broker, n, window, st).as_secs_f64());
+                r.push(n as f64 / run(&relay, n, window, st).as_secs_f64());
+                off.push(n as f64 / run(&proxied_off, n, window, st).as_secs_f64());
+                on.push(n as f64 / run(&proxied_on, n, window, st).as_secs_f64());
+            }
+            let (d, r, off, on) = (median(d), median(r), median(off), median(on));
+            println!(
+                "| {st:?} | {window} | {d:.0} | {r:.0} | {off:.0} | {on:.0} | {:.2} | {:.2} | {:.3} | {:.0} |",
+                on / d,
+                on / r,
+                on / off,
+                (1.0 / on - 1.0 / off) * 1e9
+            );
         }
-        let (d, r, p) = (median(d), median(r), median(p));
-        println!(
-            "| {window} | {d:.0} | {r:.0} | {p:.0} | {:.2} | {:.2} |",
-            p / d,
-            p / r
-        );
     }
 }

@@ -270,24 +270,39 @@ fn decode_binary_header(h: &[u8]) -> Result<HeaderRef<'_>, FrameError> {
 pub fn find_ext<'a>(
     header: &'a [u8],
     serialize_type: SerializeType,
-    key: &str,
+    key: &ExtKey,
 ) -> Option<Cow<'a, str>> {
     match serialize_type {
         SerializeType::Json => find_json_ext(header, key),
-        SerializeType::RocketMq => find_binary_ext(header, key).map(Cow::Borrowed),
+        SerializeType::RocketMq => find_binary_ext(header, key.key).map(Cow::Borrowed),
     }
 }
 
-fn find_json_ext<'a>(header: &'a [u8], key: &str) -> Option<Cow<'a, str>> {
-    let mut pattern = Vec::with_capacity(key.len() + 2);
-    pattern.push(b'"');
-    pattern.extend_from_slice(key.as_bytes());
-    pattern.push(b'"');
-    let finder = memchr::memmem::Finder::new(&pattern);
+/// An extFields key to look for with `find_ext`, its JSON search prepared once (keep it in a
+/// static: preparing costs more than a search).
+pub struct ExtKey {
+    key: &'static str,
+    quoted: memchr::memmem::Finder<'static>,
+    quoted_len: usize,
+}
+
+impl ExtKey {
+    pub fn new(key: &'static str) -> Self {
+        let quoted = format!("\"{key}\"");
+        let quoted_len = quoted.len();
+        ExtKey {
+            key,
+            quoted: memchr::memmem::Finder::new(quoted.as_bytes()).into_owned(),
+            quoted_len,
+        }
+    }
+}
+
+fn find_json_ext<'a>(header: &'a [u8], key: &ExtKey) -> Option<Cow<'a, str>> {
     let mut from = 0;
-    while let Some(at) = finder.find(&header[from..]) {
+    while let Some(at) = key.quoted.find(&header[from..]) {
         let mut s = Scanner::new_raw(header);
-        s.pos = from + at + pattern.len();
+        s.pos = from + at + key.quoted_len;
         s.ws();
         if s.peek() == Some(b':') {
             s.pos += 1;
@@ -363,10 +378,14 @@ mod find_tests {
         }
         for st in [SerializeType::Json, SerializeType::RocketMq] {
             let h = header_of(&cmd, st);
-            assert_eq!(find_ext(&h, st, "b").as_deref(), Some("Orders"), "{st:?}");
-            assert_eq!(find_ext(&h, st, "a").as_deref(), Some("b"));
-            assert_eq!(find_ext(&h, st, "e").as_deref(), Some("3"));
-            assert_eq!(find_ext(&h, st, "topic"), None);
+            assert_eq!(
+                find_ext(&h, st, &ExtKey::new("b")).as_deref(),
+                Some("Orders"),
+                "{st:?}"
+            );
+            assert_eq!(find_ext(&h, st, &ExtKey::new("a")).as_deref(), Some("b"));
+            assert_eq!(find_ext(&h, st, &ExtKey::new("e")).as_deref(), Some("3"));
+            assert_eq!(find_ext(&h, st, &ExtKey::new("topic")), None);
         }
     }
 
@@ -374,11 +393,11 @@ mod find_tests {
     fn json_spacing_numbers_and_escapes() {
         let h = br#"{ "code" : 11, "extFields" : { "queueId" : 3, "topic" : "T\u0041" } }"#;
         assert_eq!(
-            find_ext(h, SerializeType::Json, "topic").as_deref(),
+            find_ext(h, SerializeType::Json, &ExtKey::new("topic")).as_deref(),
             Some("TA")
         );
         assert_eq!(
-            find_ext(h, SerializeType::Json, "queueId").as_deref(),
+            find_ext(h, SerializeType::Json, &ExtKey::new("queueId")).as_deref(),
             Some("3")
         );
     }
@@ -386,14 +405,17 @@ mod find_tests {
     #[test]
     fn malformed_headers_find_nothing_and_never_panic() {
         for h in [&b""[..], b"{", br#"{"extFields":{"topic":"#, br#""topic""#] {
-            assert_eq!(find_ext(h, SerializeType::Json, "topic"), None);
+            assert_eq!(
+                find_ext(h, SerializeType::Json, &ExtKey::new("topic")),
+                None
+            );
         }
         let mut h = header_of(&RemotingCommand::request(11), SerializeType::RocketMq);
         for cut in 0..h.len() {
-            let _ = find_ext(&h[..cut], SerializeType::RocketMq, "topic");
+            let _ = find_ext(&h[..cut], SerializeType::RocketMq, &ExtKey::new("topic"));
         }
         h.extend_from_slice(&[0xff; 8]);
-        let _ = find_ext(&h, SerializeType::RocketMq, "topic");
+        let _ = find_ext(&h, SerializeType::RocketMq, &ExtKey::new("topic"));
     }
 
     #[test]

@@ -10,13 +10,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
 use super::stats::{Histogram, HistogramSnapshot};
 use crate::codec::codes::{request as rc, response as resp};
 use crate::codec::frame::FrameView;
-use crate::codec::header::{count_records, find_ext};
+use crate::codec::header::{count_records, find_ext, ExtKey};
 
 /// The topic label of traffic past the label-set bound.
 pub const OTHER: &str = "__other__";
@@ -143,13 +143,17 @@ impl TopicTable {
     }
 }
 
+static TOPIC: LazyLock<ExtKey> = LazyLock::new(|| ExtKey::new("topic"));
+static TOPIC_V2: LazyLock<ExtKey> = LazyLock::new(|| ExtKey::new("b"));
+static GROUP: LazyLock<ExtKey> = LazyLock::new(|| ExtKey::new("consumerGroup"));
+
 /// The request codes that carry a topic, where it is, and where their group is.
-fn labels_of(code: i32) -> Option<(Direction, &'static str, &'static str)> {
+fn labels_of(code: i32) -> Option<(Direction, &'static ExtKey, Option<&'static ExtKey>)> {
     match code {
-        rc::SEND_MESSAGE => Some((Direction::In, "topic", "")),
-        rc::SEND_MESSAGE_V2 | rc::SEND_BATCH_MESSAGE => Some((Direction::In, "b", "")),
+        rc::SEND_MESSAGE => Some((Direction::In, &TOPIC, None)),
+        rc::SEND_MESSAGE_V2 | rc::SEND_BATCH_MESSAGE => Some((Direction::In, &TOPIC_V2, None)),
         rc::PULL_MESSAGE | rc::LITE_PULL_MESSAGE | rc::POP_MESSAGE => {
-            Some((Direction::Out, "topic", "consumerGroup"))
+            Some((Direction::Out, &TOPIC, Some(&GROUP)))
         }
         _ => None,
     }
@@ -199,11 +203,7 @@ impl TopicCache {
         let (direction, topic_key, group_key) = labels_of(view.code)?;
         let header = frame.get(view.header.clone())?;
         let topic = find_ext(header, view.serialize_type, topic_key)?;
-        let group = if group_key.is_empty() {
-            None
-        } else {
-            find_ext(header, view.serialize_type, group_key)
-        };
+        let group = group_key.and_then(|k| find_ext(header, view.serialize_type, k));
         let group = group.as_deref().unwrap_or("");
         let stats = self.lookup(table, broker, &topic, group);
         stats.requests.fetch_add(1, Relaxed);

@@ -918,14 +918,18 @@ class BatchProcessor:
         reading the next batch from disk meanwhile; commit it once all went."""
         units, count, position = batch
         results: list[bool | BaseException] = []
+        # One lane per sender: with one, the units go one after the other, in order.
+        lanes: list[list[_Unit]] = [[] for _ in range(min(self.send_concurrency, len(units)))]
+        for i, u in enumerate(units):
+            lanes[i % len(lanes)].append(u)
         senders = [
             threading.Thread(
                 target=self._replay_into,
-                args=(u, results),
+                args=(lane, results),
                 name=f"rmqfast-logger-replay[{self.name}]",
                 daemon=True,
             )
-            for u in units
+            for lane in lanes
         ]
         for t in senders:
             t.start()
@@ -936,7 +940,7 @@ class BatchProcessor:
         for r in results:
             if isinstance(r, BaseException):
                 raise r
-        if len(results) < len(units) or not all(results):
+        if len(results) < len(lanes) or not all(results):
             return False
         spool.commit(position, count)
         return True
@@ -951,9 +955,9 @@ class BatchProcessor:
             units += self._pack(records[i : i + self.batch_max_size])
         return units, len(records), position
 
-    def _replay_into(self, unit: _Unit, results: list[bool | BaseException]) -> None:
+    def _replay_into(self, lane: list[_Unit], results: list[bool | BaseException]) -> None:
         try:
-            results.append(self._replay(unit))
+            results.append(all(self._replay(u) for u in lane))
         except BaseException as e:  # raised again by _replay_batch, on the drainer's thread
             results.append(e)
 

@@ -550,11 +550,13 @@ class BatchProcessor:
 
     def _cut(self, buf: list[Encoded], marker: _Marker | None) -> None:
         if buf and self._spool is not None:
-            backed_up = self._queued >= self._divert_at
             # While a batch is in flight, a new one queues behind it (a sender spools it in
-            # order if it must); only a backlog goes to disk past it, to bound memory.
-            if self._abandon or backed_up or (self._spooling and self._inflight == 0):
-                self._spool_in_order(None, buf, sum(len(e[0]) for e in buf))
+            # order if it must); only a backlog (or close) sends it to disk past it, to bound
+            # memory. _spool_in_order decides under the lock.
+            forced = self._abandon or self._queued >= self._divert_at
+            if (forced or self._spooling) and self._spool_in_order(
+                None, buf, sum(len(e[0]) for e in buf), tail_waits_for_inflight=not forced
+            ):
                 buf = []
         units = self._pack(buf) if buf else []
         with self._lock:
@@ -663,12 +665,24 @@ class BatchProcessor:
         if rest:
             self._abandon_items(rest, [])
 
-    def _spool_in_order(self, head: _Unit | None, tail: list[Encoded] | None, nbytes: int) -> None:
+    def _spool_in_order(
+        self,
+        head: _Unit | None,
+        tail: list[Encoded] | None,
+        nbytes: int,
+        *,
+        tail_waits_for_inflight: bool = False,
+    ) -> bool:
         """Start (or keep) spooling without reordering: `head` (a unit that failed), then
         every unit still waiting for a sender, then `tail` (new entries) go to the spool in
-        that order, so a replay keeps the order they were logged in (with one sender)."""
+        that order, so a replay keeps the order they were logged in (with one sender).
+
+        With `tail_waits_for_inflight`, a tail is not written while a batch is in flight (it
+        would overtake it): False is returned and the caller queues it for the senders."""
         with self._spool_order:
             with self._lock:
+                if tail_waits_for_inflight and self._inflight > 0 and head is None:
+                    return False
                 waiting = [u for u in self._sendq if type(u) is _Unit]
                 markers = [u for u in self._sendq if type(u) is _Marker]
                 if waiting:
@@ -691,6 +705,7 @@ class BatchProcessor:
                     else:
                         self._sendq.extendleft(reversed(markers))
                         self._send_cv.notify_all()
+        return True
 
     def _to_spool(self, encoded: list[Encoded], nbytes: int) -> None:
         """Move entries that left the memory queue to the spool (call without the lock)."""

@@ -929,8 +929,9 @@ class BatchProcessor:
             self._worker_exit()
 
     def _replay_batch(self, spool: Spool, batch: tuple[list[_Unit], int, tuple[int, int]]) -> bool:
-        """Send a taken batch's units at once (send_concurrency of them, like live batches),
-        reading the next batch from disk meanwhile; commit it once all went."""
+        """Send a taken batch's units, one lane per sender (send_concurrency lanes at once, in
+        order within a lane), keeping the fsync policy while they retry; commit it once all
+        went."""
         units, count, position = batch
         results: list[bool | BaseException] = []
         # One lane per sender: with one, the units go one after the other, in order.

@@ -357,14 +357,20 @@ def table(over: list[dict[str, Any]], deliv: list[dict[str, Any]], args: Any) ->
     return "\n".join(lines)
 
 
-def write_results(text: str) -> None:
+def write_section(text: str, start: str, end: str, heading: str) -> None:
+    """Put `text` between the markers `start` and `end` in bench/RESULTS.md, or append it
+    under `heading` the first time (shared by the benches that record results)."""
     old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{START}\n{text}\n{END}"
-    if START in old and END in old:
-        new = old[: old.index(START)] + block + old[old.index(END) + len(END) :]
+    block = f"{start}\n{text}\n{end}"
+    if start in old and end in old:
+        new = old[: old.index(start)] + block + old[old.index(end) + len(end) :]
     else:
-        new = old.rstrip("\n") + "\n\n## Logger\n\n" + block + "\n"
+        new = old.rstrip("\n") + f"\n\n{heading}\n\n{block}\n"
     RESULTS.write_text(new)
+
+
+def write_results(text: str) -> None:
+    write_section(text, START, END, "## Logger")
 
 
 def main() -> None:

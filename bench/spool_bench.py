@@ -33,11 +33,10 @@ from typing import Any
 # The installed rmqfast (make build), not python/ (which has no compiled core).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from logger_bench import cpu_seconds, create_topic, entry
+from logger_bench import cpu_seconds, create_topic, entry, write_section
 from rmqfast.devcluster import DevCluster
 from rmqfast.logger import RocketMQLogger
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 START = "<!-- spool-bench:start -->"
 END = "<!-- spool-bench:end -->"
 
@@ -143,13 +142,7 @@ def table(rounds: list[dict[str, tuple[float, float]]], n: int, cmd: str) -> str
 
 
 def write_results(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{START}\n{text}\n{END}"
-    if START in old and END in old:
-        new = old[: old.index(START)] + block + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip("\n") + "\n\n## Logger spool\n\n" + block + "\n"
-    RESULTS.write_text(new)
+    write_section(text, START, END, "## Logger spool")
 
 
 def main() -> None:

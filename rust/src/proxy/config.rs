@@ -168,6 +168,27 @@ pub struct ProxyConfig {
     /// new ones is counted under topic `__other__`. 0 turns per-topic metrics off.
     #[serde(default = "d_metrics_max_topics")]
     pub metrics_max_topics: usize,
+    // The access log (`proxy::access`); its destination's own settings are Python's.
+    /// Where the access log goes: `stdout`, `file` or `rocketmq`; None (the default) is off.
+    #[serde(default)]
+    pub access_log: Option<String>,
+    /// Log 1 in this many requests (errors, local replies and slow requests always).
+    #[serde(default = "d_access_log_sample")]
+    pub access_log_sample: u64,
+    /// Requests slower than this are always logged; 0 = no threshold.
+    #[serde(default)]
+    pub access_log_slow_ms: u64,
+    /// Bytes of lines waiting for the destination; past it, lines are dropped and counted.
+    #[serde(default = "d_access_log_buffer_bytes")]
+    pub access_log_buffer_bytes: usize,
+}
+
+fn d_access_log_sample() -> u64 {
+    1
+}
+
+fn d_access_log_buffer_bytes() -> usize {
+    8 << 20
 }
 
 fn d_metrics_max_topics() -> usize {
@@ -236,6 +257,10 @@ impl ProxyConfig {
             "policy": [],
             "policy_default": d_policy_default(),
             "metrics_max_topics": d_metrics_max_topics(),
+            "access_log": null,
+            "access_log_sample": d_access_log_sample(),
+            "access_log_slow_ms": 0,
+            "access_log_buffer_bytes": d_access_log_buffer_bytes(),
         }) else {
             unreachable!("a JSON object literal")
         };
@@ -391,6 +416,7 @@ impl ProxyConfig {
                 }
             }
         }
+        self.check_access_log()?;
         self.check_client_tls()?;
         self.check_upstream_tls()
     }
@@ -429,6 +455,33 @@ impl ProxyConfig {
             );
         };
         Ok(Some(crate::net::io::ClientCerts { ca_file, required }))
+    }
+
+    fn check_access_log(&self) -> Result<(), String> {
+        if let Some(d) = &self.access_log {
+            if !matches!(d.as_str(), "stdout" | "file" | "rocketmq") {
+                return Err(format!(
+                    "access_log: expected stdout, file or rocketmq, got {d:?}"
+                ));
+            }
+        }
+        for (name, v, low, high) in [
+            ("access_log_sample", self.access_log_sample, 1, 1_000_000),
+            ("access_log_slow_ms", self.access_log_slow_ms, 0, 3_600_000),
+            (
+                "access_log_buffer_bytes",
+                self.access_log_buffer_bytes as u64,
+                64 << 10,
+                1 << 30,
+            ),
+        ] {
+            if !(low..=high).contains(&v) {
+                return Err(format!(
+                    "{name}: expected an integer from {low} to {high}, got {v}"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_client_tls(&self) -> Result<(), String> {
@@ -758,6 +811,16 @@ mod tests {
         assert_eq!(e, "clusters[1].name: cluster \"a\" is defined twice");
         let e = cfg(r#","listen":"nowhere""#).unwrap_err();
         assert!(e.starts_with("listen:"), "{e}");
+        let e = cfg(r#","access_log":"syslog""#).unwrap_err();
+        assert_eq!(
+            e,
+            "access_log: expected stdout, file or rocketmq, got \"syslog\""
+        );
+        let e = cfg(r#","access_log_sample":0"#).unwrap_err();
+        assert!(
+            e.starts_with("access_log_sample: expected an integer"),
+            "{e}"
+        );
         let e = cfg(r#","bogus":1"#).unwrap_err();
         assert!(e.contains("bogus"), "{e}");
     }

@@ -1,6 +1,7 @@
 //! The RocketMQ-aware proxy: a name-server face that rewrites broker addresses to the proxy's
 //! own listeners (one port per real broker), and a relay per client connection on those ports.
 
+pub mod access;
 pub mod config;
 mod namesrv;
 pub mod policy;
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     frame_budget: Arc<FrameBudget>,
     /// Which client requests are relayed (`policy`, `policy_default`).
     pub policy: Arc<policy::Policy>,
+    /// The access log (`access_log*`); `AccessLog::apply` changes it in place.
+    pub access: Arc<access::AccessLog>,
 }
 
 impl Shared {
@@ -69,6 +72,7 @@ impl Shared {
         stats.topics.set_max(config.metrics_max_topics);
         let config_budget = config.frame_memory_budget;
         let policy = Arc::new(policy::Policy::new(&config.policy, &config.policy_default)?);
+        let access = Arc::new(access::AccessLog::new(&config, stats.clone()));
         let namesrvs = config
             .clusters
             .iter()
@@ -98,6 +102,7 @@ impl Shared {
             client_tls,
             frame_budget: FrameBudget::new(config_budget),
             policy,
+            access,
         });
         *lock(&shared.self_ref) = Arc::downgrade(&shared);
         Ok(shared)
@@ -178,7 +183,12 @@ fn accept_loop_boxed(
 }
 
 /// What a connection on the listener for `broker` needs to relay it.
-fn relay_env(shared: &Arc<Shared>, broker: Arc<str>, client: policy::Client) -> relay::RelayEnv {
+fn relay_env(
+    shared: &Arc<Shared>,
+    broker: Arc<str>,
+    client: policy::Client,
+    peer: access::Peer,
+) -> relay::RelayEnv {
     let s = shared.clone();
     let b = broker.clone();
     let connect: relay::Connector = Arc::new(move || {
@@ -200,12 +210,15 @@ fn relay_env(shared: &Arc<Shared>, broker: Arc<str>, client: policy::Client) -> 
         client,
         max_buffered_frames: shared.config.max_buffered_frames,
         shutdown: shared.shutdown.clone(),
+        access: shared.access.clone(),
+        peer,
     }
 }
 
 /// Accepts client connections; `broker` is None for the name-server listener.
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, broker: Option<Arc<str>>) {
     let mut shutdown = shared.shutdown.clone();
+    let local = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -242,12 +255,17 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, broker: Option<
                 addr: Some(peer.ip()),
                 subject: accepted.subject,
             };
+            let who = access::Peer {
+                client: Some(peer),
+                listener: local,
+                broker: broker.clone(),
+            };
             match broker {
                 Some(b) => {
-                    relay::serve(relay_env(&s, b, client), accepted.halves).await;
+                    relay::serve(relay_env(&s, b, client, who), accepted.halves).await;
                     drop(permit);
                 }
-                None => namesrv::serve(s, accepted.halves, permit, client).await,
+                None => namesrv::serve(s, accepted.halves, permit, client, who).await,
             }
         });
     }
@@ -303,6 +321,12 @@ impl ProxyServer {
     /// A handle on the statistics that outlives the server.
     pub fn stats_handle(&self) -> Arc<ProxyStats> {
         self.shared.stats.clone()
+    }
+
+    /// The access log, to drain its lines (`AccessLog::take`) and change its settings
+    /// (`AccessLog::apply`); it outlives the server.
+    pub fn access_log(&self) -> Arc<access::AccessLog> {
+        self.shared.access.clone()
     }
 
     /// (real broker address, proxy address) for every broker listener opened so far.

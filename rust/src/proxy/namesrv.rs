@@ -15,9 +15,11 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use super::access::{Outcome, Peer, Reason, RequestInfo};
 use super::policy::{Listener, Request as PolicyRequest};
 use super::stats::ProxyStats;
 use crate::codec::codes::{request as rc, response as resp};
+use crate::codec::frame::FrameView;
 use crate::codec::route::{BrokerAddrs, ClusterInfo, TopicRouteData};
 use crate::codec::{RemotingCommand, SerializeType};
 
@@ -39,6 +41,7 @@ pub(crate) async fn serve(
     client: (BoxRead, BoxWrite),
     _permit: OwnedSemaphorePermit,
     who: super::policy::Client,
+    peer: Peer,
 ) {
     let stats = shared.stats.clone();
     ProxyStats::gauge(&stats.c.connections_active, 1);
@@ -116,6 +119,21 @@ pub(crate) async fn serve(
                 continue;
             }
             stats.on_request(cmd.code, cmd.is_oneway());
+            let pending = if shared.access.enabled() {
+                let group = ["consumerGroup", "producerGroup", "group"];
+                let info = RequestInfo {
+                    code: cmd.code,
+                    opaque: cmd.opaque,
+                    oneway: cmd.is_oneway(),
+                    bytes_in: frame.len(),
+                    topic: cmd.ext("topic"),
+                    group: group.iter().find_map(|k| cmd.ext(k)),
+                    queue: cmd.ext("queueId"),
+                };
+                shared.access.begin_fields(&peer, &info)
+            } else {
+                None
+            };
             let ext = |k: &str| cmd.ext(k).map(str::to_owned);
             let refused = shared.policy.check(&PolicyRequest {
                 code: cmd.code,
@@ -125,9 +143,15 @@ pub(crate) async fn serve(
             });
             if let Some(remark) = refused {
                 stats.on_denied(cmd.code);
-                if !cmd.is_oneway() {
+                let reply = (!cmd.is_oneway())
+                    .then(|| local_reply(cmd.opaque, resp::NO_PERMISSION, remark));
+                if let Some(p) = pending {
+                    let sent = reply.as_ref().map(|r| (resp::NO_PERMISSION, r.len()));
+                    let outcome = Outcome::local(Reason::Denied, sent, std::time::Duration::ZERO);
+                    shared.access.finish(p, outcome);
+                }
+                if let Some(reply) = reply {
                     stats.on_response(resp::NO_PERMISSION);
-                    let reply = local_reply(cmd.opaque, resp::NO_PERMISSION, remark);
                     if tx.send(reply).await.is_err() {
                         break 'read;
                     }
@@ -149,9 +173,14 @@ pub(crate) async fn serve(
                 if !oneway {
                     shared.stats.begin(code);
                 }
-                let reply = handle(&shared, cmd).await;
+                let (reply, local) = handle(&shared, cmd).await;
                 if !oneway {
                     shared.stats.end(code, start.elapsed());
+                }
+                if let Some(p) = pending {
+                    shared
+                        .access
+                        .finish(p, outcome(reply.as_ref(), local, start.elapsed()));
                 }
                 if let Some(reply) = reply {
                     let _ = tx.send(reply).await;
@@ -165,8 +194,18 @@ pub(crate) async fn serve(
     ProxyStats::gauge(&stats.c.connections_namesrv_active, -1);
 }
 
-/// Answers one request; `None` for oneway requests.
-async fn handle(shared: &Arc<Shared>, cmd: RemotingCommand) -> Option<Bytes> {
+/// How a name-server request ended, for the access log.
+fn outcome(reply: Option<&Bytes>, local: Option<Reason>, elapsed: std::time::Duration) -> Outcome {
+    let sent = reply.and_then(|b| FrameView::parse(b).ok().map(|v| (v.code, b.len())));
+    match (local, sent) {
+        (Some(reason), sent) => Outcome::local(reason, sent, elapsed),
+        (None, Some((code, len))) => Outcome::response(code, len, elapsed),
+        (None, None) => Outcome::no_answer(),
+    }
+}
+
+/// Answers one request (`None` for oneway requests), and why if the proxy answers it itself.
+async fn handle(shared: &Arc<Shared>, cmd: RemotingCommand) -> (Option<Bytes>, Option<Reason>) {
     let opaque = cmd.opaque;
     let oneway = cmd.is_oneway();
     let stats = &shared.stats;
@@ -183,19 +222,16 @@ async fn handle(shared: &Arc<Shared>, cmd: RemotingCommand) -> Option<Bytes> {
             let frame = answer
                 .encode(st)
                 .or_else(|_| answer.encode(SerializeType::Json))
-                .ok()?;
-            Some(Bytes::from(frame))
+                .ok();
+            (frame.map(Bytes::from), None)
         }
-        Ok(None) => None,
+        Ok(None) => (None, None),
         Err(why) if !oneway => {
             count_local(stats, LocalReason::Unavailable, resp::SYSTEM_ERROR);
-            Some(local_reply(
-                opaque,
-                resp::SYSTEM_ERROR,
-                format!("rmqfast: {why}"),
-            ))
+            let reply = local_reply(opaque, resp::SYSTEM_ERROR, format!("rmqfast: {why}"));
+            (Some(reply), Some(Reason::Unavailable))
         }
-        Err(_) => None,
+        Err(_) => (None, Some(Reason::Unavailable)),
     }
 }
 

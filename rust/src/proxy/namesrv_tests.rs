@@ -92,6 +92,7 @@ fn client(shared: &Arc<Shared>) -> DuplexStream {
             addr: Some(std::net::IpAddr::from([127, 0, 0, 1])),
             subject: None,
         },
+        crate::proxy::access::Peer::unknown(),
     ));
     ours
 }
@@ -191,4 +192,35 @@ async fn a_name_server_restarted_empty_does_not_hide_a_known_route() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!(s.stats.c.route_cache_kept.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn route_lookups_are_in_the_access_log_answered_or_not() {
+    let (s, _shutdown) = shared(&name_server(1).await, 0);
+    let on = ProxyConfig::from_json(
+        r#"{"clusters":[{"name":"c","namesrv":["127.0.0.1:1"]}],"access_log":"stdout"}"#,
+    )
+    .unwrap();
+    s.access.apply(&on);
+    let mut c = client(&s);
+    assert_eq!(lookup(&mut c, "T", 1).await.code, resp::SUCCESS);
+    assert_eq!(lookup(&mut c, "U", 2).await.code, resp::SYSTEM_ERROR);
+    let text = String::from_utf8(s.access.take(std::time::Duration::ZERO)).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let [ok, failed] = &lines[..] else {
+        panic!("{text}")
+    };
+    for (l, topic, opaque) in [(ok, "T", 1), (failed, "U", 2)] {
+        assert_eq!(l["request"], "GET_ROUTEINFO_BY_TOPIC");
+        assert_eq!((&l["topic"], &l["opaque"]), (&topic.into(), &opaque.into()));
+        assert_eq!(l["broker"], serde_json::Value::Null, "the name-server face");
+        assert!(l["bytes_out"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(ok["response_code"], resp::SUCCESS);
+    assert_eq!(ok["local_reply"], serde_json::Value::Null);
+    assert_eq!(failed["response_code"], resp::SYSTEM_ERROR);
+    assert_eq!(failed["local_reply"], "unavailable");
 }

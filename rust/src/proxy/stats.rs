@@ -87,6 +87,8 @@ stat_table! {
         route_cache_kept: "Cached routes served instead of a name server's TOPIC_NOT_EXIST (within route_stale_limit_s).",
         route_rewrite: "Route and cluster answers whose broker addresses were rewritten.",
         broker_listener_added: "Broker ports opened for brokers found in route answers.",
+        access_log_lines: "Access log lines buffered for the access log's destination.",
+        access_log_dropped: "Access log lines dropped because access_log_buffer_bytes was full.",
     }
     gauges {
         request_active: "Requests in flight.",

@@ -281,8 +281,9 @@ pub fn on_error(l: &Labelled, code: i32) {
     *crate::sync::lock(&l.stats.errors).entry(code).or_default() += 1;
 }
 
-/// Pull and pop answers that mean "nothing to read now", not a failure.
-fn no_message(code: i32) -> bool {
+/// Pull and pop answers that mean "nothing to read now", not a failure (for the per-topic
+/// errors and the access log alike).
+pub(crate) fn no_message(code: i32) -> bool {
     matches!(
         code,
         resp::PULL_NOT_FOUND | resp::PULL_RETRY_IMMEDIATELY | resp::POLLING_TIMEOUT

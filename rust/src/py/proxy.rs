@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::codec::codes::{request_name, response_name};
 use crate::proxy::stats::{HistogramSnapshot, ProxyStats, LATENCY_BOUNDS_US, LATENCY_CODES};
@@ -19,6 +19,8 @@ pub struct PyProxyServer {
     inner: Mutex<Option<ProxyServer>>,
     /// Stats of the last server started, readable after it stops.
     stats: Mutex<Option<std::sync::Arc<ProxyStats>>>,
+    /// The access log of the last server started, drained after it stops too.
+    access: Mutex<Option<std::sync::Arc<crate::proxy::access::AccessLog>>>,
 }
 
 fn histogram_dict<'py>(py: Python<'py>, h: &HistogramSnapshot) -> PyResult<Bound<'py, PyDict>> {
@@ -110,6 +112,7 @@ impl PyProxyServer {
             config,
             inner: Mutex::new(None),
             stats: Mutex::new(None),
+            access: Mutex::new(None),
         })
     }
 
@@ -124,6 +127,7 @@ impl PyProxyServer {
             .detach(|| ProxyServer::start(config))
             .map_err(PyOSError::new_err)?;
         *lock(&self.stats) = Some(server.stats_handle());
+        *lock(&self.access) = Some(server.access_log());
         *guard = Some(server);
         Ok(())
     }
@@ -173,6 +177,21 @@ impl PyProxyServer {
             .ok_or_else(|| PyRuntimeError::new_err("the proxy is not running"))?;
         py.detach(|| s.open_broker(real_addr))
             .map_err(PyOSError::new_err)
+    }
+
+    /// Every access log line buffered (newline-terminated), waiting up to `timeout` seconds
+    /// for one when there is none; b"" if none came or the proxy was never started.
+    #[pyo3(signature = (timeout=0.0))]
+    fn access_log_take<'py>(&self, py: Python<'py>, timeout: f64) -> Bound<'py, PyBytes> {
+        let handle = lock(&self.access).clone();
+        let lines = match handle {
+            Some(a) => {
+                let t = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+                py.detach(move || a.take(t))
+            }
+            None => Vec::new(),
+        };
+        PyBytes::new(py, &lines)
     }
 
     /// A snapshot of every statistic.

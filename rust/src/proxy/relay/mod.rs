@@ -55,6 +55,9 @@ pub(crate) struct RelayEnv {
     pub client: super::policy::Client,
     /// Becomes true when the proxy starts draining.
     pub shutdown: watch::Receiver<bool>,
+    /// The access log, and the client, listener and broker its lines name.
+    pub access: Arc<super::access::AccessLog>,
+    pub peer: super::access::Peer,
 }
 
 /// `write_frames`, counting the bytes written in `counter`; false if the write failed.
@@ -146,7 +149,8 @@ pub(crate) async fn serve(env: RelayEnv, client: (BoxRead, BoxWrite)) {
                 stats.clone(),
                 Instant::now(),
             )
-            .with_policy(env.policy.clone(), env.client.clone()),
+            .with_policy(env.policy.clone(), env.client.clone())
+            .with_access(env.access.clone(), env.peer.clone()),
         ),
         replies: Mutex::new(VecDeque::new()),
         reply_room: Semaphore::new(env.max_buffered_frames.max(1)),

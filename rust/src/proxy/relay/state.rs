@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::super::access::{AccessLog, Outcome, Peer, Pending, Reason};
 use super::super::policy::{Client, Listener, Policy, Request as PolicyRequest};
 use super::super::stats::ProxyStats;
 use super::super::topics::{self, Labelled, TopicCache};
@@ -93,6 +94,8 @@ struct Inflight {
     answer_optional: bool,
     /// Its topic's counters (per-topic metrics), when it has a topic.
     labelled: Option<Labelled>,
+    /// The first half of its access log line, when the access log is on.
+    access: Option<Pending>,
 }
 
 /// Requests the broker answers only when something goes wrong, whatever their flag says:
@@ -149,6 +152,12 @@ pub(crate) struct Relay {
     topics: TopicCache,
     /// The label of the request waiting for `connected` / `unreachable`.
     connecting: Option<Labelled>,
+    /// The access log, when the proxy has one, and who this connection's lines name.
+    access: Option<Arc<AccessLog>>,
+    peer: Peer,
+    /// The access log line of the request waiting for `connected` / `unreachable`, and when
+    /// it arrived.
+    connecting_access: Option<(Pending, Instant)>,
 }
 
 impl Relay {
@@ -166,7 +175,41 @@ impl Relay {
             client: Client::default(),
             topics: TopicCache::default(),
             connecting: None,
+            access: None,
+            peer: Peer::unknown(),
+            connecting_access: None,
         }
+    }
+
+    /// The access log to write this connection's requests to, and who its lines name.
+    pub fn with_access(mut self, access: Arc<AccessLog>, peer: Peer) -> Self {
+        self.access = Some(access);
+        self.peer = peer;
+        self
+    }
+
+    /// Ends a request's access log line (nothing when the log is off).
+    fn log(&self, pending: Option<Pending>, outcome: Outcome) {
+        if let (Some(p), Some(a)) = (pending, &self.access) {
+            a.finish(p, outcome);
+        }
+    }
+
+    /// Logs a request the proxy answered itself with `step` (a reply with `code`), or
+    /// dropped (a oneway request).
+    fn log_local(
+        &self,
+        pending: Option<Pending>,
+        reason: Reason,
+        step: &ClientStep,
+        code: i32,
+        waited: Duration,
+    ) {
+        let reply = match step {
+            ClientStep::Reply(b) => Some((code, b.len())),
+            _ => None,
+        };
+        self.log(pending, Outcome::local(reason, reply, waited));
     }
 
     /// The request policy to apply, and who the client is for its rules.
@@ -233,6 +276,10 @@ impl Relay {
         let label = self
             .topics
             .on_request(&stats.topics, &self.broker, frame, view);
+        let pending = match &self.access {
+            Some(a) => a.begin(&self.peer, frame, view),
+            None => None,
+        };
         // A local answer to a labelled request is an error of its topic.
         let local_error = |code: i32| {
             if let (Some(l), false) = (&label, oneway) {
@@ -241,21 +288,29 @@ impl Relay {
         };
         if let Some(remark) = self.refused(frame, view) {
             self.stats.on_denied(view.code);
-            if oneway {
-                return ClientStep::Drop;
-            }
-            local_error(resp::NO_PERMISSION);
-            self.stats.on_response(resp::NO_PERMISSION);
-            return ClientStep::Reply(local_reply(view.opaque, resp::NO_PERMISSION, remark));
+            let step = if oneway {
+                ClientStep::Drop
+            } else {
+                local_error(resp::NO_PERMISSION);
+                self.stats.on_response(resp::NO_PERMISSION);
+                ClientStep::Reply(local_reply(view.opaque, resp::NO_PERMISSION, remark))
+            };
+            let code = resp::NO_PERMISSION;
+            self.log_local(pending, Reason::Denied, &step, code, Duration::ZERO);
+            return step;
         }
         if shutting_down {
-            if oneway {
-                return ClientStep::Drop;
-            }
-            local_error(resp::SYSTEM_BUSY);
-            count_local(&self.stats, LocalReason::Shutdown, resp::SYSTEM_BUSY);
-            let remark = "rmqfast: the proxy is shutting down; retry on another broker";
-            return ClientStep::Reply(local_reply(view.opaque, resp::SYSTEM_BUSY, remark.into()));
+            let step = if oneway {
+                ClientStep::Drop
+            } else {
+                local_error(resp::SYSTEM_BUSY);
+                count_local(&self.stats, LocalReason::Shutdown, resp::SYSTEM_BUSY);
+                let remark = "rmqfast: the proxy is shutting down; retry on another broker";
+                ClientStep::Reply(local_reply(view.opaque, resp::SYSTEM_BUSY, remark.into()))
+            };
+            let code = resp::SYSTEM_BUSY;
+            self.log_local(pending, Reason::Shutdown, &step, code, Duration::ZERO);
+            return step;
         }
         if !self.upstream {
             let may_try = match &self.last_failure {
@@ -264,12 +319,16 @@ impl Relay {
             };
             if !may_try {
                 local_error(resp::SYSTEM_ERROR);
-                return self.unreachable_reply(view);
+                let step = self.unreachable_reply(view);
+                let code = resp::SYSTEM_ERROR;
+                self.log_local(pending, Reason::Unavailable, &step, code, Duration::ZERO);
+                return step;
             }
             self.connecting = label;
+            self.connecting_access = pending.map(|p| (p, now));
             return ClientStep::Connect;
         }
-        self.track(view, hold, now, label);
+        self.track(view, hold, now, label, pending);
         ClientStep::Forward
     }
 
@@ -279,8 +338,9 @@ impl Relay {
         self.last_failure = None;
         ProxyStats::gauge(&self.stats.c.upstream_connections_active, 1);
         let label = self.connecting.take();
+        let pending = self.connecting_access.take().map(|p| p.0);
         if !view.is_response() {
-            self.track(view, hold, now, label);
+            self.track(view, hold, now, label, pending);
         }
         ClientStep::Forward
     }
@@ -293,7 +353,13 @@ impl Relay {
             topics::on_error(&l, resp::SYSTEM_ERROR);
         }
         self.last_failure = Some((now, why));
-        self.unreachable_reply(view)
+        let step = self.unreachable_reply(view);
+        if let Some((pending, at)) = self.connecting_access.take() {
+            let waited = now.saturating_duration_since(at);
+            let code = resp::SYSTEM_ERROR;
+            self.log_local(Some(pending), Reason::Unavailable, &step, code, waited);
+        }
+        step
     }
 
     fn unreachable_reply(&self, view: &FrameView) -> ClientStep {
@@ -321,11 +387,19 @@ impl Relay {
         }
     }
 
-    fn track(&mut self, view: &FrameView, hold: Duration, now: Instant, label: Option<Labelled>) {
+    fn track(
+        &mut self,
+        view: &FrameView,
+        hold: Duration,
+        now: Instant,
+        label: Option<Labelled>,
+        access: Option<Pending>,
+    ) {
         if view.is_oneway() {
             if let Some(l) = label {
                 l.sent_oneway();
             }
+            self.log(access, Outcome::no_answer());
             return;
         }
         let deadline = now + hold + self.limits.request_timeout;
@@ -341,11 +415,14 @@ impl Relay {
                 deadline,
                 answer_optional: optional,
                 labelled: label,
+                access,
             },
         );
         if let Some(p) = prev {
             // A client reusing an opaque still in flight: the first is orphaned.
             self.finish(&p, now);
+            let waited = now.saturating_duration_since(p.start);
+            self.log(p.access, Outcome::local(Reason::Orphaned, None, waited));
         }
     }
 
@@ -361,10 +438,15 @@ impl Relay {
         match self.inflight.remove(&view.opaque) {
             Some(req) => {
                 self.finish(&req, now);
+                let elapsed = now.saturating_duration_since(req.start);
                 if let Some(l) = &req.labelled {
-                    topics::on_response(l, frame, view, now.saturating_duration_since(req.start));
+                    topics::on_response(l, frame, view, elapsed);
                 }
                 self.stats.on_response(view.code);
+                self.log(
+                    req.access,
+                    Outcome::response(view.code, frame.len(), elapsed),
+                );
                 BrokerStep::Forward
             }
             None => {
@@ -390,6 +472,7 @@ impl Relay {
                 continue;
             };
             if req.answer_optional {
+                self.log(req.access, Outcome::no_answer());
                 continue;
             }
             let waited = now.saturating_duration_since(req.start);
@@ -404,8 +487,10 @@ impl Relay {
                 code_name(req.code),
                 waited.as_millis()
             );
-            tick.replies
-                .push(local_reply(opaque, resp::SYSTEM_BUSY, remark));
+            let reply = local_reply(opaque, resp::SYSTEM_BUSY, remark);
+            let sent = Some((resp::SYSTEM_BUSY, reply.len()));
+            self.log(req.access, Outcome::local(Reason::Timeout, sent, waited));
+            tick.replies.push(reply);
         }
         // Answers that may never come hold off neither draining nor the idle timeout.
         let empty = self.inflight.values().all(|r| r.answer_optional);
@@ -431,6 +516,12 @@ impl Relay {
     pub fn close(&mut self, now: Instant) {
         for (_, req) in std::mem::take(&mut self.inflight) {
             self.finish(&req, now);
+            if !req.answer_optional {
+                let waited = now.saturating_duration_since(req.start);
+                self.log(req.access, Outcome::local(Reason::Closed, None, waited));
+            } else {
+                self.log(req.access, Outcome::no_answer());
+            }
         }
         self.upstream_lost();
     }
@@ -755,6 +846,147 @@ mod tests {
         r.on_client_frame(&[], &a, Duration::ZERO, t0, false);
         assert_eq!(r.in_flight(), 1);
         assert_eq!(stats.c.request_active.load(Relaxed), 1);
+    }
+
+    /// A relay whose requests go to an access log that is on (sample 1).
+    fn logged(now: Instant) -> (Relay, Arc<AccessLog>) {
+        let (r, stats) = relay(now);
+        let config = crate::proxy::ProxyConfig::from_json(
+            r#"{"clusters":[{"name":"a","namesrv":["127.0.0.1:1"]}],"access_log":"file"}"#,
+        )
+        .unwrap();
+        let log = Arc::new(AccessLog::new(&config, stats));
+        let peer = Peer {
+            client: Some("10.9.8.7:40000".parse().unwrap()),
+            listener: Some("127.0.0.1:30911".parse().unwrap()),
+            broker: Some(Arc::from("10.0.0.1:10911")),
+        };
+        (r.with_access(log.clone(), peer), log)
+    }
+
+    fn log_lines(log: &AccessLog) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(log.take(Duration::ZERO)).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn send_v2(topic: &str, opaque: i32, flag: i32) -> (Vec<u8>, FrameView) {
+        let mut c = RemotingCommand::request(rc::SEND_MESSAGE_V2);
+        c.opaque = opaque;
+        c.flag = flag;
+        c.ext_fields.insert("b".into(), topic.into());
+        c.ext_fields.insert("e".into(), "2".into());
+        let f = c.encode(SerializeType::RocketMq).unwrap();
+        let v = FrameView::parse(&f).unwrap();
+        (f, v)
+    }
+
+    #[test]
+    fn every_request_gets_one_access_log_line_however_it_ends() {
+        let t0 = Instant::now();
+        let (mut r, log) = logged(t0);
+        // Answered: connect, forward, the broker's answer 3 ms later.
+        let (f, v) = send_v2("orders", 1, 0);
+        assert_eq!(
+            r.on_client_frame(&f, &v, Duration::ZERO, t0, false),
+            ClientStep::Connect
+        );
+        assert!(log_lines(&log).is_empty(), "logged when it ends");
+        r.connected(&v, Duration::ZERO, t0);
+        let answer = RemotingCommand::response_to(1, resp::SUCCESS, None)
+            .encode(SerializeType::Json)
+            .unwrap();
+        let av = FrameView::parse(&answer).unwrap();
+        r.on_broker_frame(&answer, &av, t0 + Duration::from_millis(3));
+        let [l] = &log_lines(&log)[..] else { panic!() };
+        assert_eq!((&l["topic"], &l["queue"]), (&"orders".into(), &2.into()));
+        assert_eq!(l["bytes_in"], f.len());
+        assert_eq!(l["bytes_out"], answer.len());
+        assert_eq!(l["latency_ms"].as_f64().unwrap(), 3.0);
+        assert_eq!(l["response_code"], 0);
+        assert_eq!(l["client"], "10.9.8.7:40000");
+        assert_eq!(l["broker"], "10.0.0.1:10911");
+        // Oneway: logged as it goes, with no response.
+        let (f, v) = send_v2("orders", 2, 2);
+        r.on_client_frame(&f, &v, Duration::ZERO, t0, false);
+        let [l] = &log_lines(&log)[..] else { panic!() };
+        assert_eq!(
+            (&l["oneway"], &l["response_code"]),
+            (&true.into(), &().into())
+        );
+        // Timed out: the local SYSTEM_BUSY.
+        let (f, v) = send_v2("orders", 3, 0);
+        r.on_client_frame(&f, &v, Duration::ZERO, t0, false);
+        let t = r.on_tick(t0 + LIMITS.request_timeout, false);
+        let [l] = &log_lines(&log)[..] else { panic!() };
+        assert_eq!(l["local_reply"], "timeout");
+        assert_eq!(l["response_code"], resp::SYSTEM_BUSY);
+        assert_eq!(l["bytes_out"], t.replies[0].len());
+        assert_eq!(l["latency_ms"].as_f64().unwrap(), 1000.0);
+        // Refused by the policy, oneway or not.
+        let (f, v) = frame(rc::UPDATE_BROKER_CONFIG, 4, 0);
+        r.on_client_frame(&f, &v, Duration::ZERO, t0, false);
+        let (f, v) = frame(rc::UPDATE_BROKER_CONFIG, 5, 2);
+        r.on_client_frame(&f, &v, Duration::ZERO, t0, false);
+        let lines = log_lines(&log);
+        let got: Vec<_> = lines
+            .iter()
+            .map(|l| (l["opaque"].clone(), l["response_code"].clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (4.into(), resp::NO_PERMISSION.into()),
+                (5.into(), ().into())
+            ]
+        );
+        assert!(lines.iter().all(|l| l["local_reply"] == "denied"));
+        // Still in flight when the connection closes; and shutdown.
+        let (f, v) = send_v2("orders", 6, 0);
+        r.on_client_frame(&f, &v, Duration::ZERO, t0, false);
+        let (f, v) = send_v2("orders", 7, 0);
+        r.on_client_frame(&f, &v, Duration::ZERO, t0, true);
+        r.close(t0);
+        let lines = log_lines(&log);
+        let got: Vec<_> = lines
+            .iter()
+            .map(|l| (l["opaque"].clone(), l["local_reply"].clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [(7.into(), "shutdown".into()), (6.into(), "closed".into())]
+        );
+    }
+
+    #[test]
+    fn an_unreachable_broker_is_in_the_access_log_with_the_connect_time() {
+        let t0 = Instant::now();
+        let (mut r, log) = logged(t0);
+        let (f, v) = send_v2("orders", 1, 0);
+        r.on_client_frame(&f, &v, Duration::ZERO, t0, false);
+        r.unreachable(&v, "refused".into(), t0 + Duration::from_millis(20));
+        // And within the pause, answered at once.
+        let (f, v) = send_v2("orders", 2, 0);
+        r.on_client_frame(
+            &f,
+            &v,
+            Duration::ZERO,
+            t0 + Duration::from_millis(30),
+            false,
+        );
+        let lines = log_lines(&log);
+        let got: Vec<_> = lines
+            .iter()
+            .map(|l| (l["local_reply"].clone(), l["latency_ms"].as_f64().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [("unavailable".into(), 20.0), ("unavailable".into(), 0.0)]
+        );
+        assert!(lines
+            .iter()
+            .all(|l| l["response_code"] == resp::SYSTEM_ERROR));
     }
 
     #[test]

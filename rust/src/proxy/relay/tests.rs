@@ -73,6 +73,8 @@ fn start_guarded(refuse: Option<&'static str>, limits: Limits, frame_timeout: Du
         policy: Arc::new(crate::proxy::policy::Policy::data_path()),
         client: Default::default(),
         shutdown: shutdown_rx,
+        access: Arc::new(crate::proxy::access::AccessLog::off(stats.clone())),
+        peer: crate::proxy::access::Peer::unknown(),
     };
     let (client, proxy_side) = tokio::io::duplex(1 << 16);
     let served = tokio::spawn(serve(env, split(proxy_side)));

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rmqfast import _core
+from rmqfast.proxy.access_log import AccessLogWriter
 from rmqfast.proxy.admin import AdminServer
 from rmqfast.proxy.config import (
     Cluster,
@@ -45,16 +46,24 @@ class Proxy:
         self._server = _core.ProxyServer(self.config.to_core_json())
         self._admin: AdminServer | None = None
         self._want_admin = admin and bool(self.config.admin)
+        # Drains the access log into its destination while it is on.
+        self.access_log = AccessLogWriter(self._server.access_log_take)
 
     def start(self) -> Proxy:
         """Opens the listeners (and the admin endpoint); returns self."""
         self._server.start()
+        try:
+            self.access_log.reconfigure(self.config)
+        except (OSError, ValueError):
+            self._server.stop(0)
+            raise
         if self._want_admin and self.config.admin:
             try:
                 self._admin = AdminServer(self.config.admin, self)
                 self._admin.start()
             except OSError:
                 self._server.stop(0)
+                self.access_log.close()
                 raise
         log.info(
             "rmqfast proxy listening on %s (name servers: %s)",
@@ -69,6 +78,7 @@ class Proxy:
             self._admin.stop()
             self._admin = None
         self._server.stop(timeout)
+        self.access_log.close()
 
     def __enter__(self) -> Proxy:
         return self.start()

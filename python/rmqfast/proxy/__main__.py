@@ -149,6 +149,50 @@ _FLAGS: list[tuple[str, str, type, str]] = [
         str,
         "PEM file of the CA certificates client certificates are verified against",
     ),
+    (
+        "--access-log",
+        "access_log",
+        str,
+        "log one JSON line per request to stdout, file or rocketmq; 'off' disables it [off]",
+    ),
+    (
+        "--access-log-sample",
+        "access_log_sample",
+        int,
+        "log 1 in N requests; errors, local replies and slow requests always [1]",
+    ),
+    (
+        "--access-log-slow-ms",
+        "access_log_slow_ms",
+        int,
+        "always log requests that took this long; 0 = no threshold [0]",
+    ),
+    (
+        "--access-log-buffer-bytes",
+        "access_log_buffer_bytes",
+        int,
+        "bytes of lines waiting for the destination; more are dropped and counted [8388608]",
+    ),
+    ("--access-log-file", "access_log_file", str, "with --access-log file: the file"),
+    (
+        "--access-log-max-bytes",
+        "access_log_max_bytes",
+        int,
+        "rotate the file before it passes this size; 0 never [104857600]",
+    ),
+    (
+        "--access-log-backups",
+        "access_log_backups",
+        int,
+        "rotated files kept (FILE.1 ... FILE.N) [5]",
+    ),
+    ("--access-log-topic", "access_log_topic", str, "with --access-log rocketmq: the topic"),
+    (
+        "--access-log-namesrv",
+        "access_log_namesrv",
+        str,
+        "with --access-log rocketmq: name servers (a:9876;b:9876) [the default cluster's]",
+    ),
 ]
 
 # On/off options: (flag, field, value set, help).
@@ -201,7 +245,7 @@ def resolve_config(args: argparse.Namespace) -> ProxyConfig:
     for dest in [f[1] for f in _FLAGS] + [s[1] for s in _SWITCHES]:
         v = getattr(args, dest)
         if v is not None:
-            setattr(cfg, dest, None if dest == "admin" and v == "off" else v)
+            setattr(cfg, dest, None if dest in ("admin", "access_log") and v == "off" else v)
     return cfg.validate()
 
 

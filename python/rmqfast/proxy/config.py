@@ -86,6 +86,17 @@ class ProxyConfig:
     tls_client_ca_file: str | None = _RUST["tls_client_ca_file"]
     policy: list[dict[str, Any]] = field(default_factory=list)
     policy_default: str = _RUST["policy_default"]
+    # The access log: what the data path logs (Rust's defaults), then where the lines go
+    # (`_ACCESS_LOG_DESTINATION`, Python's own).
+    access_log: str | None = _RUST["access_log"]
+    access_log_sample: int = _RUST["access_log_sample"]
+    access_log_slow_ms: int = _RUST["access_log_slow_ms"]
+    access_log_buffer_bytes: int = _RUST["access_log_buffer_bytes"]
+    access_log_file: str | None = None
+    access_log_max_bytes: int = 100 * 1024 * 1024
+    access_log_backups: int = 5
+    access_log_topic: str | None = None
+    access_log_namesrv: str | None = None
 
     def validate(self) -> ProxyConfig:
         """Checks every field; raises ConfigError naming the first wrong one.
@@ -121,6 +132,7 @@ class ProxyConfig:
             _core.check_proxy_config(self.to_core_json())
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        _check_access_log(self)
         return self
 
     def to_core_json(self) -> str:
@@ -128,7 +140,8 @@ class ProxyConfig:
         d: dict[str, Any] = {
             k: v
             for k, v in asdict(self).items()
-            if k not in ("admin", "log_level", "routes", "clusters") and v is not None
+            if k not in ("admin", "log_level", "routes", "clusters", *_ACCESS_LOG_DESTINATION)
+            and v is not None
         }
         d["clusters"] = [{"name": c.name, "namesrv": list(c.namesrv)} for c in self.clusters]
         d["routes"] = [
@@ -271,3 +284,57 @@ def load_file(path: str | Path) -> ProxyConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from e
     return from_mapping(data, source=str(p))
+
+
+# The access log's destination settings: Python's alone (the Rust core only fills the buffer).
+_ACCESS_LOG_DESTINATION = (
+    "access_log_file",
+    "access_log_max_bytes",
+    "access_log_backups",
+    "access_log_topic",
+    "access_log_namesrv",
+)
+
+
+def access_log_namesrv(cfg: ProxyConfig) -> list[str]:
+    """The name servers the `rocketmq` access log sends to: `access_log_namesrv`, else those
+    of the default cluster (`default_cluster`, else the first)."""
+    if cfg.access_log_namesrv:
+        return parse_namesrv(cfg.access_log_namesrv)
+    for c in cfg.clusters:
+        if c.name == cfg.default_cluster:
+            return list(c.namesrv)
+    return list(cfg.clusters[0].namesrv) if cfg.clusters else []
+
+
+def _check_access_log(cfg: ProxyConfig) -> None:
+    """The destination settings of the access log (its data-path settings are Rust's)."""
+    if cfg.access_log_max_bytes != 0 and cfg.access_log_max_bytes < 4096:
+        raise ConfigError(
+            "access_log_max_bytes: expected 0 (never rotate) or at least 4096, "
+            f"got {cfg.access_log_max_bytes}"
+        )
+    if cfg.access_log_backups > 1000:
+        raise ConfigError(
+            f"access_log_backups: expected an integer from 0 to 1000, got {cfg.access_log_backups}"
+        )
+    if cfg.access_log == "file":
+        if not cfg.access_log_file:
+            raise ConfigError('access_log_file: expected a file path with access_log = "file"')
+        parent = Path(cfg.access_log_file).parent
+        if not parent.is_dir():
+            raise ConfigError(f"access_log_file: directory {str(parent)!r} does not exist")
+    if cfg.access_log == "rocketmq":
+        if not cfg.access_log_topic:
+            raise ConfigError('access_log_topic: expected a topic with access_log = "rocketmq"')
+        from rmqfast.logger.config import ConfigError as LoggerConfigError
+        from rmqfast.logger.config import LoggerConfig
+
+        ours = {"topic": "access_log_topic", "nameserver_list": "access_log_namesrv"}
+        try:
+            LoggerConfig.from_dict(
+                {"topic": cfg.access_log_topic, "nameserver_list": access_log_namesrv(cfg)}
+            )
+        except LoggerConfigError as e:
+            name = ours.get(e.attribute, e.attribute)
+            raise ConfigError(name + str(e)[len(e.attribute) :]) from None

@@ -1,0 +1,272 @@
+"""The proxy's access log on the Python side: a thread that moves the lines the Rust data path
+buffers to their destination (stdout, a size-rotated file, or a RocketMQ topic).
+
+The data path builds each line and decides what is logged (`access_log_sample`,
+`access_log_slow_ms`); this module only writes batches of finished lines, one write per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+from rmqfast.proxy.config import access_log_namesrv
+
+if TYPE_CHECKING:
+    from rmqfast.logger import RocketMQLogger
+    from rmqfast.proxy.config import ProxyConfig
+
+__all__ = ["AccessLogWriter", "FileSink", "RocketMQSink", "Sink", "StdoutSink", "make_sink"]
+
+log = logging.getLogger("rmqfast.proxy.access_log")
+
+# How long the drain thread waits for lines before it looks at its stop flag again.
+_POLL_S = 0.25
+
+
+class Sink(Protocol):
+    """Where access log lines go."""
+
+    def write(self, data: bytes) -> None:
+        """Writes whole lines (each ends in a newline)."""
+
+    def reopen(self) -> None:
+        """Reopens the destination (a file moved away by logrotate); a no-op for the others."""
+
+    def close(self) -> None:
+        """Flushes and releases the destination."""
+
+
+class StdoutSink:
+    """Lines to standard output (or to `stream`)."""
+
+    def __init__(self, stream: BinaryIO | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stdout.buffer
+
+    def write(self, data: bytes) -> None:
+        """Writes and flushes one batch."""
+        self._stream.write(data)
+        self._stream.flush()
+
+    def reopen(self) -> None:
+        """Nothing to reopen."""
+
+    def close(self) -> None:
+        """Flushes (standard output stays open)."""
+        self._stream.flush()
+
+
+class FileSink:
+    """Lines appended to `path`, rotated by size: when the next lines would take the file past
+    `max_bytes`, it becomes `path.1` (`path.1` becomes `path.2` and so on; past `backups` the
+    oldest is deleted) and a new file starts. Rotation falls between lines, so a file exceeds
+    `max_bytes` only when a single line does. `max_bytes` 0 never rotates."""
+
+    def __init__(self, path: str | Path, max_bytes: int, backups: int) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._file = self._open()
+
+    def _open(self) -> BinaryIO:
+        f = open(self.path, "ab")  # noqa: SIM115 - held open across writes, closed in close()
+        self._size = f.tell()
+        return f
+
+    def write(self, data: bytes) -> None:
+        """Appends one batch, rotating between lines as needed."""
+        while data:
+            room = self.max_bytes - self._size
+            if self.max_bytes == 0 or len(data) <= room:
+                cut = len(data)
+            else:
+                # The longest run of whole lines that fits.
+                cut = data.rfind(b"\n", 0, max(room, 0)) + 1
+                if cut == 0:
+                    if self._size > 0:
+                        self._rotate()
+                        continue
+                    # A single line longer than max_bytes gets a file of its own.
+                    cut = data.find(b"\n") + 1 or len(data)
+            self._file.write(data[:cut])
+            self._size += cut
+            data = data[cut:]
+            if data:
+                self._rotate()
+        self._file.flush()
+
+    def _rotate(self) -> None:
+        self._file.close()
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+        else:
+            for i in range(self.backups - 1, 0, -1):
+                older = self._backup(i)
+                if older.exists():
+                    os.replace(older, self._backup(i + 1))
+            os.replace(self.path, self._backup(1))
+        self._file = self._open()
+
+    def _backup(self, i: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{i}")
+
+    def reopen(self) -> None:
+        """Closes and reopens `path` (after logrotate moved it: a new file starts)."""
+        self._file.close()
+        self._file = self._open()
+
+    def close(self) -> None:
+        """Closes the file."""
+        self._file.close()
+
+
+class RocketMQSink:
+    """Lines sent to a RocketMQ topic by a `RocketMQLogger` (one message per line, with the
+    logger's batching, retries and counters; its stats join the proxy's /metrics)."""
+
+    def __init__(
+        self, topic: str, namesrv: list[str], factory: Callable[..., RocketMQLogger] | None = None
+    ) -> None:
+        if factory is None:
+            from rmqfast.logger import RocketMQLogger
+
+            factory = RocketMQLogger
+        self.logger = factory(
+            namesrv,
+            topic,
+            name="rmqfast proxy access log",
+            inactive_timeout=1,
+            max_pending_entries=100_000,
+        )
+
+    def write(self, data: bytes) -> None:
+        """Queues each line as one entry (never blocks; the logger counts what it drops)."""
+        put = self.logger.enqueue
+        for line in data.splitlines():
+            if line:
+                put(line)
+
+    def reopen(self) -> None:
+        """Nothing to reopen."""
+
+    def close(self) -> None:
+        """Sends what is queued (bounded by the logger's shutdown_timeout) and closes."""
+        self.logger.close()
+
+
+def _destination(cfg: ProxyConfig) -> tuple[object, ...]:
+    """The settings a sink is built from: a change to any of them means a new sink."""
+    if cfg.access_log == "file":
+        return ("file", cfg.access_log_file, cfg.access_log_max_bytes, cfg.access_log_backups)
+    if cfg.access_log == "rocketmq":
+        return ("rocketmq", cfg.access_log_topic, tuple(access_log_namesrv(cfg)))
+    return (cfg.access_log,)
+
+
+def make_sink(cfg: ProxyConfig) -> Sink | None:
+    """The sink `cfg` asks for (None when the access log is off); OSError if a file cannot be
+    opened."""
+    if cfg.access_log == "stdout":
+        return StdoutSink()
+    if cfg.access_log == "file":
+        assert cfg.access_log_file is not None  # validate() requires it
+        return FileSink(cfg.access_log_file, cfg.access_log_max_bytes, cfg.access_log_backups)
+    if cfg.access_log == "rocketmq":
+        assert cfg.access_log_topic is not None  # validate() requires it
+        return RocketMQSink(cfg.access_log_topic, access_log_namesrv(cfg))
+    return None
+
+
+class AccessLogWriter:
+    """Drains the proxy's access log buffer (`take(timeout) -> bytes`) into a sink on a thread
+    of its own, which runs only while the access log is on.
+
+    `reconfigure(config)` follows a new configuration (a new sink only when the destination
+    settings changed; the thread starts or stops with `access_log`), `reopen()` reopens a file,
+    `close()` writes what is left and stops."""
+
+    def __init__(self, take: Callable[[float], bytes]) -> None:
+        self._take = take
+        self._lock = threading.Lock()
+        self._sink: Sink | None = None
+        self._key: tuple[object, ...] = (None,)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.write_errors = 0
+        self._last_warning = 0.0
+
+    @property
+    def sink(self) -> Sink | None:
+        """The sink lines go to now (None when off)."""
+        return self._sink
+
+    def reconfigure(self, cfg: ProxyConfig) -> None:
+        """Follows `cfg`'s access log settings. A sink that cannot be built raises (OSError,
+        ConfigError) and leaves the current one in place."""
+        key = _destination(cfg)
+        if key == self._key:
+            return
+        new = make_sink(cfg)
+        self._stop_thread()
+        with self._lock:
+            old, self._sink, self._key = self._sink, new, key
+        if old is not None:
+            # Lines buffered under the old settings go where they were meant to.
+            self._drain_into(old)
+            old.close()
+        if new is not None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="rmqfast-access-log", daemon=True
+            )
+            self._thread.start()
+
+    def reopen(self) -> None:
+        """Reopens the sink's destination (a file moved by logrotate)."""
+        with self._lock:
+            if self._sink is not None:
+                self._sink.reopen()
+
+    def close(self) -> None:
+        """Writes every buffered line, then closes the sink."""
+        self._stop_thread()
+        with self._lock:
+            sink, self._sink, self._key = self._sink, None, (None,)
+        if sink is not None:
+            self._drain_into(sink)
+            sink.close()
+
+    def _stop_thread(self) -> None:
+        t = self._thread
+        if t is not None:
+            self._stop.set()
+            t.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            data = self._take(_POLL_S)
+            if data:
+                with self._lock:
+                    if self._sink is not None:
+                        self._write(self._sink, data)
+
+    def _drain_into(self, sink: Sink) -> None:
+        while data := self._take(0.0):
+            self._write(sink, data)
+
+    def _write(self, sink: Sink, data: bytes) -> None:
+        try:
+            sink.write(data)
+        except (OSError, ValueError) as e:
+            self.write_errors += data.count(b"\n")
+            now = time.monotonic()
+            if now - self._last_warning >= 60:
+                self._last_warning = now
+                log.warning("access log: lines lost, the destination failed: %s", e)

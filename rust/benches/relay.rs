@@ -1,6 +1,8 @@
 //! Relay overhead: pipelined SEND_MESSAGE_V2-sized requests against an instant fake broker,
 //! direct, through a plain TCP relay (tokio `copy_bidirectional`), and through the rmqfast proxy
-//! with per-topic metrics off and on, in the same run, for binary (ROCKETMQ) and JSON headers.
+//! with per-topic metrics off and on, and with the access log on (every request logged, the
+//! lines drained by a thread that discards them), in the same run, for binary (ROCKETMQ) and
+//! JSON headers.
 //! `cargo bench --bench relay` (figures recorded in bench/RESULTS.md).
 use rmqfast::codec::frame::{split, FrameView};
 use rmqfast::codec::{RemotingCommand, SerializeType};
@@ -154,44 +156,74 @@ fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn proxy(metrics_max_topics: usize, broker: &str) -> (ProxyServer, String) {
+fn proxy(metrics_max_topics: usize, access_log: bool, broker: &str) -> (ProxyServer, String) {
+    let access = if access_log {
+        r#","access_log":"stdout","access_log_sample":1"#
+    } else {
+        ""
+    };
     let cfg = ProxyConfig::from_json(&format!(
-        r#"{{"listen":"127.0.0.1:0","clusters":[{{"name":"c","namesrv":["127.0.0.1:1"]}}],"worker_threads":1,"metrics_max_topics":{metrics_max_topics}}}"#
+        r#"{{"listen":"127.0.0.1:0","clusters":[{{"name":"c","namesrv":["127.0.0.1:1"]}}],"worker_threads":1,"metrics_max_topics":{metrics_max_topics}{access}}}"#
     ))
     .unwrap();
     let proxy = ProxyServer::start(cfg).unwrap();
+    if access_log {
+        // Python's drain thread (ProxyServer.access_log_take), with a sink that discards.
+        let log = proxy.access_log();
+        std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            loop {
+                log.take_into(&mut lines, Duration::from_millis(250));
+                std::hint::black_box(&lines);
+            }
+        });
+    }
     let addr = proxy.open_broker(broker).unwrap();
     (proxy, addr)
 }
 
 fn main() {
     let broker = fake_broker();
-    let (_off, proxied_off) = proxy(0, &broker);
-    let (_on, proxied_on) = proxy(1000, &broker);
+    let (_off, proxied_off) = proxy(0, false, &broker);
+    let (_on, proxied_on) = proxy(1000, false, &broker);
+    let (logged, proxied_logged) = proxy(0, true, &broker);
     let relay = plain_relay(broker.clone());
     println!(
         "| header | in flight | direct req/s | plain relay req/s | rmqfast req/s (per-topic off) | \
-         rmqfast req/s (per-topic on) | rmqfast/direct | rmqfast/relay | on/off | per-topic ns/request |"
+         rmqfast req/s (per-topic on) | rmqfast/direct | rmqfast/relay | on/off | per-topic ns/request | \
+         rmqfast req/s (access log on) | access log/off | access log ns/request |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for st in [SerializeType::RocketMq, SerializeType::Json] {
         for window in [1, 16, 128] {
             let n = if window == 1 { 20_000 } else { 100_000 };
-            let (mut d, mut r, mut off, mut on) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut d, mut r, mut off, mut on, mut log) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..5 {
                 d.push(n as f64 / run(&broker, n, window, st).as_secs_f64());
                 r.push(n as f64 / run(&relay, n, window, st).as_secs_f64());
                 off.push(n as f64 / run(&proxied_off, n, window, st).as_secs_f64());
                 on.push(n as f64 / run(&proxied_on, n, window, st).as_secs_f64());
+                log.push(n as f64 / run(&proxied_logged, n, window, st).as_secs_f64());
             }
-            let (d, r, off, on) = (median(d), median(r), median(off), median(on));
+            let (d, r, off, on, log) = (median(d), median(r), median(off), median(on), median(log));
             println!(
-                "| {st:?} | {window} | {d:.0} | {r:.0} | {off:.0} | {on:.0} | {:.2} | {:.2} | {:.3} | {:.0} |",
+                "| {st:?} | {window} | {d:.0} | {r:.0} | {off:.0} | {on:.0} | {:.2} | {:.2} | {:.3} | {:.0} | {log:.0} | {:.3} | {:.0} |",
                 on / d,
                 on / r,
                 on / off,
-                (1.0 / on - 1.0 / off) * 1e9
+                (1.0 / on - 1.0 / off) * 1e9,
+                log / off,
+                (1.0 / log - 1.0 / off) * 1e9
             );
         }
     }
+    let c = &logged.stats().c;
+    let lines = c
+        .access_log_lines
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let dropped = c
+        .access_log_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    println!("\naccess log: {lines} lines buffered and drained, {dropped} dropped");
 }

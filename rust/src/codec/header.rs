@@ -314,7 +314,45 @@ fn find_json_ext<'a>(header: &'a [u8], key: &ExtKey) -> Option<Cow<'a, str>> {
     None
 }
 
+/// Several fields of a ROCKETMQ (binary) header in one pass over its extFields, each as
+/// `find_ext` finds it; a JSON header is searched once per key.
+pub fn find_exts<'a, const N: usize>(
+    header: &'a [u8],
+    serialize_type: SerializeType,
+    keys: [&ExtKey; N],
+) -> [Option<Cow<'a, str>>; N] {
+    match serialize_type {
+        SerializeType::Json => keys.map(|k| find_json_ext(header, k)),
+        SerializeType::RocketMq => {
+            let mut found: [Option<&'a str>; N] = [None; N];
+            let whole = for_each_binary_ext(header, |k, v| {
+                for (slot, key) in found.iter_mut().zip(keys) {
+                    if k == key.key.as_bytes() {
+                        *slot = std::str::from_utf8(v).ok(); // the last one wins, as in Java
+                    }
+                }
+            });
+            match whole {
+                Some(()) => found.map(|f| f.map(Cow::Borrowed)),
+                None => [const { None }; N],
+            }
+        }
+    }
+}
+
 fn find_binary_ext<'a>(h: &'a [u8], key: &str) -> Option<&'a str> {
+    let mut found = None;
+    for_each_binary_ext(h, |k, v| {
+        if k == key.as_bytes() {
+            found = std::str::from_utf8(v).ok(); // the last one wins, as in Java
+        }
+    })?;
+    found
+}
+
+/// Calls `f(key, value)` for each extFields entry of a binary header, in order; None if the
+/// header is malformed (entries before the fault have been seen).
+fn for_each_binary_ext<'a>(h: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8])) -> Option<()> {
     let be32 = |at: usize| -> Option<usize> {
         let b = h.get(at..at + 4)?;
         usize::try_from(i32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok()
@@ -325,7 +363,6 @@ fn find_binary_ext<'a>(h: &'a [u8], key: &str) -> Option<&'a str> {
     let ext_len = be32(pos)?;
     pos += 4;
     let end = pos.checked_add(ext_len)?.min(h.len());
-    let mut found = None;
     while pos + 2 <= end {
         let klen = usize::from(u16::from_be_bytes([h[pos], h[pos + 1]]));
         let k = h.get(pos + 2..pos + 2 + klen)?;
@@ -333,11 +370,9 @@ fn find_binary_ext<'a>(h: &'a [u8], key: &str) -> Option<&'a str> {
         let vlen = be32(pos)?;
         let v = h.get(pos + 4..pos.checked_add(4)?.checked_add(vlen)?)?;
         pos += 4 + vlen;
-        if k == key.as_bytes() {
-            found = std::str::from_utf8(v).ok(); // the last one wins, as in Java
-        }
+        f(k, v);
     }
-    found
+    Some(())
 }
 
 /// How many records a message-list body holds: a SEND_BATCH_MESSAGE body, or the messages of

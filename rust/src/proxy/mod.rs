@@ -255,11 +255,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, broker: Option<
                 addr: Some(peer.ip()),
                 subject: accepted.subject,
             };
-            let who = access::Peer {
-                client: Some(peer),
-                listener: local,
-                broker: broker.clone(),
-            };
+            let who = access::Peer::new(Some(peer), local, broker.clone());
             match broker {
                 Some(b) => {
                     relay::serve(relay_env(&s, b, client, who), accepted.halves).await;

@@ -21,6 +21,8 @@ pub struct PyProxyServer {
     stats: Mutex<Option<std::sync::Arc<ProxyStats>>>,
     /// The access log of the last server started, drained after it stops too.
     access: Mutex<Option<std::sync::Arc<crate::proxy::access::AccessLog>>>,
+    /// The drain's half of the access log's two buffers (`AccessLog::take_into`).
+    drained: Mutex<Vec<u8>>,
 }
 
 fn histogram_dict<'py>(py: Python<'py>, h: &HistogramSnapshot) -> PyResult<Bound<'py, PyDict>> {
@@ -113,6 +115,7 @@ impl PyProxyServer {
             inner: Mutex::new(None),
             stats: Mutex::new(None),
             access: Mutex::new(None),
+            drained: Default::default(),
         })
     }
 
@@ -179,19 +182,22 @@ impl PyProxyServer {
             .map_err(PyOSError::new_err)
     }
 
-    /// Every access log line buffered (newline-terminated), waiting up to `timeout` seconds
-    /// for one when there is none; b"" if none came or the proxy was never started.
+    /// Every access log line buffered (newline-terminated), once 64 KiB are buffered or
+    /// `timeout` seconds have passed; b"" if none came or the proxy was never started.
     #[pyo3(signature = (timeout=0.0))]
     fn access_log_take<'py>(&self, py: Python<'py>, timeout: f64) -> Bound<'py, PyBytes> {
-        let handle = lock(&self.access).clone();
-        let lines = match handle {
-            Some(a) => {
-                let t = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
-                py.detach(move || a.take(t))
-            }
-            None => Vec::new(),
+        let Some(access) = lock(&self.access).clone() else {
+            return PyBytes::new(py, b"");
         };
-        PyBytes::new(py, &lines)
+        let t = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+        let mut out = std::mem::take(&mut *lock(&self.drained));
+        let out = py.detach(move || {
+            access.take_into(&mut out, t);
+            out
+        });
+        let bytes = PyBytes::new(py, &out);
+        *lock(&self.drained) = out;
+        bytes
     }
 
     /// A snapshot of every statistic.

@@ -856,11 +856,11 @@ mod tests {
         )
         .unwrap();
         let log = Arc::new(AccessLog::new(&config, stats));
-        let peer = Peer {
-            client: Some("10.9.8.7:40000".parse().unwrap()),
-            listener: Some("127.0.0.1:30911".parse().unwrap()),
-            broker: Some(Arc::from("10.0.0.1:10911")),
-        };
+        let peer = Peer::new(
+            Some("10.9.8.7:40000".parse().unwrap()),
+            Some("127.0.0.1:30911".parse().unwrap()),
+            Some(Arc::from("10.0.0.1:10911")),
+        );
         (r.with_access(log.clone(), peer), log)
     }
 

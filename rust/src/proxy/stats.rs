@@ -87,6 +87,8 @@ stat_table! {
         route_cache_kept: "Cached routes served instead of a name server's TOPIC_NOT_EXIST (within route_stale_limit_s).",
         route_rewrite: "Route and cluster answers whose broker addresses were rewritten.",
         broker_listener_added: "Broker ports opened for brokers found in route answers.",
+        config_reloads: "Configuration reloads put in place (SIGHUP or POST /reload).",
+        config_reload_failures: "Configuration reloads rejected (the running configuration was kept).",
     }
     gauges {
         request_active: "Requests in flight.",

@@ -10,7 +10,6 @@ import signal
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,10 @@ from rmqfast import _core
 from rmqfast.codec import RequestCode, ResponseCode, TopicRouteData
 from rmqfast.proxy import ConfigError, Proxy
 
-from .fakes import FakeServer, name_server, wait_until
+from .fakes import FakeServer, wait_until
 from .proxyproc import CliProxy, refused
 from .remoting import RemotingClient
 from .secure import TlsRemotingClient, make_certs
-
-
-@pytest.fixture
-def two_clusters() -> Iterator[tuple[FakeServer, FakeServer]]:
-    """One name server per cluster, each routing every topic to its own broker."""
-    with (
-        FakeServer(name_server({"broker-a": "127.0.0.1:10911"})) as a,
-        FakeServer(name_server({"broker-b": "127.0.0.1:20911"})) as b,
-    ):
-        yield a, b
 
 
 def config(a: FakeServer, b: FakeServer, orders_to: str, **extra: Any) -> dict[str, Any]:

@@ -66,6 +66,12 @@ GET_MAX_OFFSET = 30
 QUERY_CONSUMER_OFFSET = 14
 QUERY_NOT_FOUND = 22
 MODE_NAMES = {"direct": "direct", "proxy": "rmqfast proxy", "rmqproxy": "RocketMQ Proxy"}
+# --features: more rmqfast proxies, each its own process with these flags over the defaults, run
+# in the same rounds as "proxy" (the defaults: per-topic metrics on, access log off), so each
+# feature's cost is a ratio measured in the same run.
+FEATURES: dict[str, tuple[str, list[str]]] = {
+    "metrics-off": ("per-topic metrics off", ["--metrics-max-topics", "0"]),
+}
 
 SEND_LINE = re.compile(
     r"Send TPS: (?P<tps>\d+) \| Max RT\(ms\): (?P<max>\d+) \| Average RT\(ms\):\s*(?P<avg>[\d.]+)"
@@ -198,6 +204,11 @@ class ProxyProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def requests_of(proxy: ProxyProcess) -> Callable[[], int]:
+    """The proxy's relayed-request counter, read from its /stats."""
+    return lambda: int(proxy.stats()["request"])
 
 
 @dataclass
@@ -536,6 +547,36 @@ def table(
     return "\n".join(rows + notes)
 
 
+def feature_table(runs: list[Run], features: list[str]) -> str:
+    """Each proxy variant against the default proxy of the same rounds: throughput and CPU."""
+    rows = [
+        "| workload | size | proxy | msg/s | vs default | CPU s per 100k req | vs default |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r.kind, r.size) for r in runs}, key=lambda k: (k[0] != "producer", k[1]))
+    for kind, size in keys:
+        base = [r for r in runs if (r.kind, r.size, r.mode) == (kind, size, "proxy")]
+        bt, bc = median([r.tps for r in base]), _cpu_per_100k(base)
+        what = "send (sync)" if kind == "producer" else "consume (push, backlog)"
+        rows.append(f"| {what} | {size} B | default | {bt:,.0f} | | {bc:.2f} | |")
+        for f in features:
+            v = [r for r in runs if (r.kind, r.size, r.mode) == (kind, size, f)]
+            vt, vc = median([r.tps for r in v]), _cpu_per_100k(v)
+            rows.append(
+                f"| {what} | {size} B | {FEATURES[f][0]} | {vt:,.0f} | {_ratio(vt, bt)} "
+                f"| {vc:.2f} | {_ratio(vc, bc)} |"
+            )
+    return "\n".join(
+        [
+            "Feature cost: the default proxy (per-topic metrics on, access log off) against a "
+            "proxy process per variant (`--features`), each run in the same rounds and order "
+            "rotation as the others.",
+            "",
+            *rows,
+        ]
+    )
+
+
 def proxy_workers(proxy_args: str) -> int:
     """The rmqfast proxy's worker threads as the flags set them (2 by default)."""
     words = proxy_args.replace("=", " ").split()
@@ -588,10 +629,20 @@ def main() -> int:
         default=True,
         help="also run through RocketMQ's own Proxy (cluster mode, remoting) [on]",
     )
+    ap.add_argument(
+        "--features",
+        default="",
+        help="comma-separated proxy variants to run beside the default one, from: "
+        + ", ".join(f"{k} ({v[0]})" for k, v in FEATURES.items()),
+    )
     ap.add_argument("--warmup", type=int, default=1, help="1: a discarded run per mode first [1]")
     ap.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     ap.add_argument("--json", type=Path, help="also write every run as JSON here")
     args = ap.parse_args()
+    features = [f for f in args.features.split(",") if f]
+    unknown = sorted(set(features) - set(FEATURES))
+    if unknown:
+        ap.error(f"--features: unknown {unknown[0]!r} (expected some of {', '.join(FEATURES)})")
     sizes = [int(s) for s in args.sizes.split(",")]
     lib = bench_lib()
     t_start = time.monotonic()
@@ -603,6 +654,10 @@ def main() -> int:
         work.mkdir(parents=True, exist_ok=True)
         broker = dc.brokers["broker-a"]
         proxy = ProxyProcess(dc.namesrv_addr, args.proxy_args.split())
+        variants = {
+            f: ProxyProcess(dc.namesrv_addr, args.proxy_args.split() + FEATURES[f][1])
+            for f in features
+        }
         try:
             routes = [
                 Route("direct", dc.namesrv_addr),
@@ -610,9 +665,11 @@ def main() -> int:
                     "proxy",
                     proxy.namesrv_addr,
                     proxy.proc.pid,
-                    lambda: int(proxy.stats()["request"]),
+                    requests_of(proxy),
                 ),
             ]
+            for f, v in variants.items():
+                routes.append(Route(f, v.namesrv_addr, v.proc.pid, requests_of(v)))
             if args.rocketmq_proxy:
                 assert dc.proxy_addr is not None
                 routes.append(Route("rmqproxy", dc.proxy_addr, dc.pids()["proxy"]))
@@ -654,7 +711,7 @@ def main() -> int:
                             f"round {rnd + 1} producer {size} B {r.mode}: {r.tps:.0f} msg/s, "
                             f"RT {r.avg_rt:.2f}/{r.max_rt:.0f} ms, {r.messages} stored"
                             + (
-                                f", {MODE_NAMES[r.mode]} {r.proxy_cpu_s:.1f} CPU s for "
+                                f", {MODE_NAMES.get(r.mode, r.mode)} {r.proxy_cpu_s:.1f} CPU s for "
                                 f"{r.proxy_requests} req"
                                 if r.proxy_cpu_s is not None
                                 else ""
@@ -667,7 +724,7 @@ def main() -> int:
                 if args.warmup:
                     # The broker's pull path, and the RocketMQ Proxy's JIT for it.
                     for route in routes:
-                        if route.mode == "proxy":
+                        if route.mode == "proxy" or route.mode in variants:
                             continue
                         w = consumer_run(lib, work, broker, route, topics[size], size, args)
                         log(f"consumer warm-up {route.mode}: {w.tps:.0f} msg/s (discarded)")
@@ -679,7 +736,7 @@ def main() -> int:
                         f"round {rnd + 1} consumer {size} B {r.mode}: {r.tps:.0f} msg/s, "
                         f"{r.messages} committed"
                         + (
-                            f", {MODE_NAMES[r.mode]} {r.proxy_cpu_s:.1f} CPU s"
+                            f", {MODE_NAMES.get(r.mode, r.mode)} {r.proxy_cpu_s:.1f} CPU s"
                             + (f" for {r.proxy_requests} req" if r.proxy_requests else "")
                             if r.proxy_cpu_s is not None
                             else ""
@@ -688,15 +745,19 @@ def main() -> int:
                     if r.tps * args.consumer_duration > backlog:
                         log("WARNING: the backlog may have run out during this consumer run")
                     if r.tps == 0:
-                        log(f"WARNING: nothing consumed through {MODE_NAMES[r.mode]}")
+                        log(f"WARNING: nothing consumed through {MODE_NAMES.get(r.mode, r.mode)}")
             peak = proxy.memory_kib()[1]
             if args.rocketmq_proxy:
                 rmq_peak = proc_memory_kib(dc.pids()["proxy"])[1]
         finally:
             proxy.stop()
+            for v in variants.values():
+                v.stop()
     estimate_consumer_requests(runs)
     load = (load_start, os.getloadavg()[0])
     text = table(runs, args, peak, load, rmq_peak)
+    if features:
+        text += "\n\n" + feature_table(runs, features)
     print(text)
     log(f"total {time.monotonic() - t_start:.0f} s")
     if args.json:

@@ -14,6 +14,7 @@ import pytest
 from rmqfast.devcluster import DevCluster
 from rmqfast.logger import RocketMQLogger, set_metadata
 
+from .fakes import FakeServer, name_server
 from .secure import SecureCluster, secure_cluster
 from .test_logger_support import FakeProducer
 
@@ -54,6 +55,17 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
     """A name server and a broker with TLS enforced and ACL 2.0 on, and a topic, for the run."""
     with secure_cluster(tmp_path_factory.mktemp("secure")) as sc:
         yield sc
+
+
+@pytest.fixture
+def two_clusters() -> Iterator[tuple[FakeServer, FakeServer]]:
+    """One name server per cluster, each routing every topic to its one broker (broker-a at
+    127.0.0.1:10911, broker-b at 127.0.0.1:20911), fake; for the routing and reload tests."""
+    with (
+        FakeServer(name_server({"broker-a": "127.0.0.1:10911"})) as a,
+        FakeServer(name_server({"broker-b": "127.0.0.1:20911"})) as b,
+    ):
+        yield a, b
 
 
 @pytest.fixture

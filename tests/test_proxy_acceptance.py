@@ -25,6 +25,7 @@ from rmqfast.proxy import Proxy
 from .fakes import wait_until
 from .javatools import JavaTools, StatsDelta
 from .remoting import RemotingClient
+from .remoting import create_topic as create_topic_on
 
 pytestmark = pytest.mark.integration
 
@@ -550,3 +551,68 @@ def in_counts(proxy: Proxy) -> dict[str, int]:
         if r["consumer_group"] == "":
             out[r["topic"]] = out.get(r["topic"], 0) + r["messages_in"]
     return out
+
+
+def test_a_reload_moves_a_topic_to_another_cluster_with_no_client_error(
+    rocketmq: DevCluster, lone_cluster: DevCluster, java: JavaTools
+) -> None:
+    """A Java producer sends through the proxy in a loop while a reload moves its topic from
+    the session cluster to another one: its next route refresh goes to the new cluster's broker,
+    and no send fails, before, during or after."""
+    topic = unique("moving")
+    create_topic_on(rocketmq.brokers, rocketmq.namesrv_addr, topic)
+    create_topic_on(lone_cluster.brokers, lone_cluster.namesrv_addr, topic)
+    old = set(rocketmq.brokers.values())
+    [new] = lone_cluster.brokers.values()
+
+    def config(cluster: str) -> dict[str, Any]:
+        return {
+            "clusters": [
+                {"name": "main", "namesrv": [rocketmq.namesrv_addr]},
+                {"name": "lone", "namesrv": [lone_cluster.namesrv_addr]},
+            ],
+            "routes": [{"cluster": cluster, "exact": topic}],
+            "default_cluster": "main",
+            "listen": "127.0.0.1:0",
+            "admin": None,
+        }
+
+    def sent_to() -> dict[str, int]:
+        """Messages in of the topic, by real broker address."""
+        return {
+            r["broker"]: r["messages_in"]
+            for r in proxy.stats()["topics"]
+            if r["topic"] == topic and r["messages_in"]
+        }
+
+    with (
+        Proxy(config("main")) as proxy,
+        java.start(
+            "Producer",
+            {
+                "namesrv": proxy.namesrv_addr,
+                "topic": topic,
+                "group": unique("pg"),
+                "prefix": uuid.uuid4().hex[:8],
+                "loop": 1,
+                "interval_ms": 20,
+                "max": 20000,
+            },
+        ) as p,
+    ):
+        wait_until(lambda: sum(sent_to().values()) >= 20, 60, "sends to the first cluster")
+        assert set(sent_to()) <= old
+        assert proxy.reload(config("lone")).changed == ["routes"]
+        # The producer refreshes its route every second (poll_ms), through the proxy.
+        wait_until(lambda: sent_to().get(new, 0) >= 20, 60, "sends to the new cluster")
+        moved = sent_to()
+        res = p.finish(60).result
+    assert res["failed"] == 0, res["errors"]
+    # Once the producer's sends reached the new cluster, none went to the old one any more;
+    # every send it made was stored, by one cluster or the other.
+    final = sent_to()
+    assert {b: n for b, n in final.items() if b in old} == {
+        b: n for b, n in moved.items() if b in old
+    }
+    assert sum(final.values()) == res["sent"]
+    assert proxy.stats()["config_reloads"] == 1

@@ -231,3 +231,25 @@ def test_off_by_default_logs_nothing_and_starts_no_thread() -> None:
         c.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "T"})
         assert proxy.access_log.sink is None
         assert proxy.stats()["access_log_lines"] == 0
+
+
+def test_a_reload_turns_the_access_log_on_and_reopens_its_file(tmp_path: Path) -> None:
+    """Off at start; a reload turns it on (the data path and the writer), and the next reload
+    with the same settings reopens the file (logrotate's postrotate: SIGHUP)."""
+    path = tmp_path / "access.log"
+    base = {"namesrv": "127.0.0.1:1", "listen": "127.0.0.1:0", "admin": None}
+    on = {**base, "access_log": "file", "access_log_file": str(path)}
+    with Proxy(base) as proxy, RemotingClient(proxy.namesrv_addr) as c:
+        c.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "off"})
+        proxy.reload(on)
+        c.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "on"})
+        wait_until(lambda: path.exists() and path.stat().st_size > 0, 10, "the first line")
+        path.rename(tmp_path / "access.log.rotated")
+        proxy.reload(on)
+        c.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "reopened"})
+        wait_until(lambda: path.exists() and path.stat().st_size > 0, 10, "the reopened file")
+        proxy.reload(base)
+        c.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "off again"})
+        assert proxy.access_log.sink is None
+    assert [x["topic"] for x in read_lines(tmp_path / "access.log.rotated")] == ["on"]
+    assert [x["topic"] for x in read_lines(path)] == ["reopened"]

@@ -3,25 +3,11 @@ clusters, and cached routes served while every name server is down."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from rmqfast.codec import RemotingCommand, RequestCode, ResponseCode, TopicRouteData
 from rmqfast.proxy import Proxy
 
-from .fakes import FakeServer, name_server
+from .fakes import FakeServer
 from .remoting import RemotingClient
-
-
-@pytest.fixture
-def two_clusters() -> Iterator[tuple[FakeServer, FakeServer]]:
-    """One name server per cluster, each routing every topic to its one broker."""
-    with (
-        FakeServer(name_server({"broker-a": "127.0.0.1:10911"})) as a,
-        FakeServer(name_server({"broker-b": "127.0.0.1:20911"})) as b,
-    ):
-        yield a, b
 
 
 def topics(ns: FakeServer) -> list[str]:

@@ -7,7 +7,9 @@ Python owns configuration, signals and the admin endpoint; the data path is Rust
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from rmqfast import _core
@@ -28,6 +30,7 @@ __all__ = [
     "ConfigError",
     "Proxy",
     "ProxyConfig",
+    "ReloadResult",
     "TopicRoute",
     "from_mapping",
     "load_file",
@@ -35,11 +38,34 @@ __all__ = [
 
 log = logging.getLogger("rmqfast.proxy")
 
+# Fields only the Python side reads at start (the admin endpoint's address); like the data
+# path's restart-only fields (`_core.proxy_restart_only_fields()`), a reload keeps them.
+PY_RESTART_ONLY = ("admin",)
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a reload changed: the fields whose values differ, and those among them that only a
+    restart applies (they keep their running values)."""
+
+    changed: list[str]
+    restart_needed: list[str]
+
 
 class Proxy:
-    """An in-process proxy; use as a context manager or call start() and stop()."""
+    """An in-process proxy; use as a context manager or call start() and stop().
 
-    def __init__(self, config: ProxyConfig | Mapping[str, Any], *, admin: bool = True) -> None:
+    `reload_source`, when given, is what `reload()` with no argument (SIGHUP, POST /reload)
+    reads the new config from: `python -m rmqfast.proxy` passes one that reads the config file
+    again and applies the command line's flags over it."""
+
+    def __init__(
+        self,
+        config: ProxyConfig | Mapping[str, Any],
+        *,
+        admin: bool = True,
+        reload_source: Callable[[], ProxyConfig] | None = None,
+    ) -> None:
         if not isinstance(config, ProxyConfig):
             config = from_mapping(config)
         self.config = config.validate()
@@ -48,6 +74,8 @@ class Proxy:
         self._want_admin = admin and bool(self.config.admin)
         # Drains the access log into its destination while it is on.
         self.access_log = AccessLogWriter(self._server.access_log_take)
+        self._reload_source = reload_source
+        self._reload_lock = threading.Lock()
 
     def start(self) -> Proxy:
         """Opens the listeners (and the admin endpoint); returns self."""
@@ -79,6 +107,58 @@ class Proxy:
             self._admin = None
         self._server.stop(timeout)
         self.access_log.close()
+
+    def reload(self, config: ProxyConfig | Mapping[str, Any] | None = None) -> ReloadResult:
+        """Puts a new config in place without dropping a connection; with no argument, reads it
+        from `reload_source`. Clusters, topic routes, timeouts, the request policy and
+        `metrics_max_topics` change at once, on open connections too; TLS certificates (read
+        again from their files) and a new `listen` address apply to connections accepted from
+        now on. Fields only a restart applies keep their running values and are named in the
+        result. A config with any error is rejected whole with ConfigError naming the field,
+        and the running one stays; both outcomes are counted (`config_reloads`,
+        `config_reload_failures`)."""
+        with self._reload_lock:
+            try:
+                if config is None:
+                    if self._reload_source is None:
+                        raise ConfigError(
+                            "reload: this proxy was given its config in-process, so there is no "
+                            "file to read again; call reload(config)"
+                        )
+                    new = self._reload_source()
+                elif isinstance(config, ProxyConfig):
+                    new = config
+                else:
+                    new = from_mapping(config)
+                new.validate()
+            except ConfigError as e:
+                self._server.note_reload_failure()
+                log.error("config reload rejected, the running config stays: %s", e)
+                raise
+            try:
+                kept = self._server.reload(new.to_core_json())
+            except ValueError as e:
+                log.error("config reload rejected, the running config stays: %s", e)
+                raise ConfigError(str(e)) from None
+            old = self.config
+            changed = [
+                f.name for f in fields(ProxyConfig) if getattr(new, f.name) != getattr(old, f.name)
+            ]
+            kept += [f for f in PY_RESTART_ONLY if getattr(new, f) != getattr(old, f)]
+            for name in kept:
+                setattr(new, name, getattr(old, name))
+            self.config = new
+            try:
+                self.access_log.reconfigure(new)
+            except (OSError, ValueError) as e:
+                log.error("access log: the new destination failed, lines go to the old: %s", e)
+            if kept:
+                log.warning(
+                    "config reloaded; %s changed but only apply at restart (kept as running)",
+                    ", ".join(kept),
+                )
+            log.info("config reloaded: %s", ", ".join(changed) or "nothing changed")
+            return ReloadResult(changed=changed, restart_needed=kept)
 
     def __enter__(self) -> Proxy:
         return self.start()

@@ -6,7 +6,7 @@ import argparse
 import logging
 import signal
 import sys
-import threading
+import time
 from collections.abc import Sequence
 
 from rmqfast.proxy import Proxy
@@ -249,6 +249,9 @@ def resolve_config(args: argparse.Namespace) -> ProxyConfig:
     return cfg.validate()
 
 
+# How often the main thread looks at what the signal handlers asked for.
+_SIGNAL_POLL_S = 0.1
+
 # File descriptors a proxy needs beyond two per client connection (each client on a broker port
 # has its own broker connection): listeners, name-server connections, the admin endpoint.
 FD_SPARE = 256
@@ -295,16 +298,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     warning = raise_fd_limit(cfg.max_connections)
     if warning:
         logging.getLogger("rmqfast.proxy").warning("%s", warning)
-    stop = threading.Event()
+    # The handlers only set flags (taking no lock a handler could interrupt); the main loop
+    # below acts on them.
+    wanted = {"stop": False, "reload": False}
 
-    def on_signal(signum: int, _frame: object) -> None:
-        logging.getLogger("rmqfast.proxy").info("%s: draining", signal.Signals(signum).name)
-        stop.set()
+    def on_signal(_signum: int, _frame: object) -> None:
+        wanted["stop"] = True
+
+    def on_hangup(_signum: int, _frame: object) -> None:
+        wanted["reload"] = True
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, on_hangup)
+
+    def reread() -> ProxyConfig:
+        """The config file read again, with the same flags over it."""
+        return resolve_config(args)
+
     try:
-        proxy = Proxy(cfg).start()
+        proxy = Proxy(cfg, reload_source=reread).start()
     except (OSError, ValueError) as e:
         print(f"rmqfast.proxy: cannot start: {e}", file=sys.stderr)
         return 1
@@ -312,9 +326,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"rmqfast proxy: namesrv {proxy.namesrv_addr}", flush=True)
     if proxy.admin_addr:
         print(f"rmqfast proxy: admin http://{proxy.admin_addr}/metrics", flush=True)
-    while not stop.wait(0.5):
-        pass
-    proxy.stop(cfg.drain_timeout_ms / 1000.0)
+    level = cfg.log_level
+    while not wanted["stop"]:
+        time.sleep(_SIGNAL_POLL_S)
+        if wanted["reload"] and not wanted["stop"]:
+            wanted["reload"] = False
+            try:
+                proxy.reload()
+            except ConfigError:
+                pass  # logged by reload; the running config stays
+            else:
+                print(f"rmqfast proxy: reloaded; namesrv {proxy.namesrv_addr}", flush=True)
+        if proxy.config.log_level != level:
+            # Reloaded (by SIGHUP or POST /reload); logging is this module's to configure.
+            level = proxy.config.log_level
+            logging.getLogger().setLevel(level.upper())
+    logging.getLogger("rmqfast.proxy").info("stop signal: draining")
+    proxy.stop(proxy.config.drain_timeout_ms / 1000.0)
     print("rmqfast proxy: stopped", flush=True)
     return 0
 

@@ -207,10 +207,12 @@ class AccessLogWriter:
         return self._sink
 
     def reconfigure(self, cfg: ProxyConfig) -> None:
-        """Follows `cfg`'s access log settings. A sink that cannot be built raises (OSError,
-        ConfigError) and leaves the current one in place."""
+        """Follows `cfg`'s access log settings: a new sink when its destination settings
+        changed, else the same one reopened (a reload after logrotate moved the file). A sink
+        that cannot be built raises (OSError, ConfigError) and leaves the current one in place."""
         key = _destination(cfg)
         if key == self._key:
+            self.reopen()
             return
         new = make_sink(cfg)
         self._stop_thread()

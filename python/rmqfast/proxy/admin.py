@@ -1,7 +1,10 @@
-"""The admin endpoint: /metrics (Prometheus), /stats (JSON), /ready and /live."""
+"""The admin endpoint: /metrics (Prometheus), /stats (JSON), /ready and /live; POST /reload
+from loopback re-reads the config."""
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import json
 import logging
 import sys
@@ -10,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from rmqfast import _core
+from rmqfast.proxy.config import ConfigError
 
 if TYPE_CHECKING:
     from rmqfast.proxy import Proxy
@@ -38,7 +42,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class AdminServer:
-    """A small HTTP server on its own thread; read-only, so every route is GET."""
+    """A small HTTP server on its own thread. Every route is GET but one: POST /reload, which
+    only a client on a loopback address may call (whatever address the endpoint listens on)."""
 
     def __init__(self, addr: str, proxy: Proxy) -> None:
         host, port = _core.split_host_port(addr)
@@ -64,7 +69,21 @@ class AdminServer:
                     self._send(404, "not found: try /metrics, /stats, /ready or /live\n")
 
             def do_POST(self) -> None:
-                self._send(405, "the admin endpoint changes nothing: use GET\n")
+                path = self.path.split("?", 1)[0]
+                if path != "/reload":
+                    self._send(405, "only /reload takes POST; the other routes are GET\n")
+                    return
+                if not ipaddress.ip_address(self.client_address[0]).is_loopback:
+                    self._send(403, "POST /reload is only taken from a loopback address\n")
+                    return
+                try:
+                    result = proxy_ref.reload()
+                except ConfigError as e:
+                    body = json.dumps({"reloaded": False, "error": str(e)})
+                    self._send(400, body + "\n", "application/json")
+                    return
+                body = json.dumps({"reloaded": True, **dataclasses.asdict(result)})
+                self._send(200, body + "\n", "application/json")
 
             def _send(self, code: int, body: str, ctype: str = "text/plain") -> None:
                 data = body.encode()

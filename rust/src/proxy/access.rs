@@ -138,6 +138,11 @@ impl Peer {
         Peer::new(None, None, None)
     }
 
+    /// The client's IP address (for the request policy).
+    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.client.map(|a| a.ip())
+    }
+
     fn json(&self) -> &[u8] {
         self.json.get_or_init(|| {
             let mut out = Vec::with_capacity(96);
@@ -706,6 +711,26 @@ mod tests {
         assert!(!a.enabled());
         assert!(a.begin(&peer(), &f, &v).is_none());
         assert_eq!(stats.c.access_log_lines.load(Relaxed), 5);
+    }
+
+    #[test]
+    fn a_reload_turns_the_access_log_on_and_off_in_place() {
+        let json = |extra: &str| {
+            ProxyConfig::from_json(&format!(
+                r#"{{"listen":"127.0.0.1:0","clusters":[{{"name":"a","namesrv":["127.0.0.1:1"]}}],"worker_threads":1{extra}}}"#
+            ))
+            .unwrap()
+        };
+        let mut p = super::super::ProxyServer::start(json("")).unwrap();
+        let log = p.access_log();
+        assert!(!log.enabled());
+        p.reload(json(r#","access_log":"file","access_log_sample":3"#))
+            .unwrap();
+        assert!(log.enabled());
+        assert_eq!(log.sample.load(Relaxed), 3);
+        p.reload(json("")).unwrap();
+        assert!(!log.enabled());
+        p.stop(Duration::ZERO);
     }
 
     #[test]

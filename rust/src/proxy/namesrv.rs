@@ -24,7 +24,7 @@ use crate::codec::route::{BrokerAddrs, ClusterInfo, TopicRouteData};
 use crate::codec::{RemotingCommand, SerializeType};
 
 use super::relay::{count_local, local_reply, write_counted, LocalReason};
-use super::Shared;
+use super::{Live, Shared};
 use crate::net::frames::FrameReader;
 use crate::net::io::{BoxRead, BoxWrite};
 
@@ -47,7 +47,9 @@ pub(crate) async fn serve(
     ProxyStats::gauge(&stats.c.connections_active, 1);
     ProxyStats::gauge(&stats.c.connections_namesrv_active, 1);
     let (rd, mut wr) = client;
-    let (tx, mut rx) = mpsc::channel::<Bytes>(shared.config.max_buffered_frames.max(1));
+    // Limits of the config current when the client connected.
+    let live = shared.live();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(live.config.max_buffered_frames.max(1));
 
     let wstats = stats.clone();
     let writer = tokio::spawn(async move {
@@ -67,10 +69,11 @@ pub(crate) async fn serve(
     // At most this many requests of this connection are being answered at once; the next one
     // waits for a permit, and the connection is not read meanwhile (back-pressure, as on the
     // broker ports: a client that pipelines lookups without reading answers stalls itself).
-    let in_flight = Arc::new(Semaphore::new(shared.config.max_buffered_frames.max(1)));
-    let mut rd = FrameReader::guarded(rd, shared.config.max_frame_size, shared.read_limits());
+    let in_flight = Arc::new(Semaphore::new(live.config.max_buffered_frames.max(1)));
+    let mut rd = FrameReader::guarded(rd, live.config.max_frame_size, shared.read_limits(&live));
     let mut shutdown = shared.shutdown.clone();
-    let idle = shared.config.idle_timeout();
+    let idle = live.config.idle_timeout();
+    drop(live);
     // Activity is a whole frame: bytes trickled into one that never completes do not keep
     // the connection from its idle timeout.
     let mut last_frame = tokio::time::Instant::now();
@@ -135,7 +138,9 @@ pub(crate) async fn serve(
                 None
             };
             let ext = |k: &str| cmd.ext(k).map(str::to_owned);
-            let refused = shared.policy.check(&PolicyRequest {
+            // Each request is decided by the config current when it arrives.
+            let live = shared.live();
+            let refused = live.policy.check(&PolicyRequest {
                 code: cmd.code,
                 listener: Listener::Namesrv,
                 client: &who,
@@ -173,7 +178,7 @@ pub(crate) async fn serve(
                 if !oneway {
                     shared.stats.begin(code);
                 }
-                let (reply, local) = handle(&shared, cmd).await;
+                let (reply, local) = handle(&shared, &live, cmd).await;
                 if !oneway {
                     shared.stats.end(code, start.elapsed());
                 }
@@ -205,14 +210,18 @@ fn outcome(reply: Option<&Bytes>, local: Option<Reason>, elapsed: std::time::Dur
 }
 
 /// Answers one request (`None` for oneway requests), and why if the proxy answers it itself.
-async fn handle(shared: &Arc<Shared>, cmd: RemotingCommand) -> (Option<Bytes>, Option<Reason>) {
+async fn handle(
+    shared: &Arc<Shared>,
+    live: &Arc<Live>,
+    cmd: RemotingCommand,
+) -> (Option<Bytes>, Option<Reason>) {
     let opaque = cmd.opaque;
     let oneway = cmd.is_oneway();
     let stats = &shared.stats;
     let result = match cmd.code {
-        rc::GET_ROUTEINFO_BY_TOPIC => route(shared, cmd).await,
-        rc::GET_BROKER_CLUSTER_INFO => cluster_info(shared, cmd).await,
-        _ => relay(shared, cmd).await,
+        rc::GET_ROUTEINFO_BY_TOPIC => route(shared, live, cmd).await,
+        rc::GET_BROKER_CLUSTER_INFO => cluster_info(shared, live, cmd).await,
+        _ => relay(live, cmd).await,
     };
     match result {
         Ok(Some(mut answer)) => {
@@ -235,26 +244,23 @@ async fn handle(shared: &Arc<Shared>, cmd: RemotingCommand) -> (Option<Bytes>, O
     }
 }
 
-async fn relay(
-    shared: &Arc<Shared>,
-    cmd: RemotingCommand,
-) -> Result<Option<RemotingCommand>, String> {
+async fn relay(live: &Live, cmd: RemotingCommand) -> Result<Option<RemotingCommand>, String> {
     let cluster = match cmd.ext("topic") {
-        Some(t) => shared.router.cluster_for(t),
-        None => shared.router.default_cluster(),
+        Some(t) => live.router.cluster_for(t),
+        None => live.router.default_cluster(),
     };
-    let client = &shared.namesrvs[cluster];
+    let client = &live.namesrvs[cluster];
     if cmd.is_oneway() {
         client.oneway(cmd).await.map_err(|e| e.to_string())?;
         return Ok(None);
     }
     let resp = client
-        .request(cmd, shared.config.request_timeout())
+        .request(cmd, live.config.request_timeout())
         .await
         .map_err(|e| {
             format!(
                 "no name server of cluster {} answered: {e}",
-                shared.cluster_name(cluster)
+                live.cluster_name(cluster)
             )
         })?;
     Ok(Some(resp))
@@ -262,12 +268,13 @@ async fn relay(
 
 async fn route(
     shared: &Arc<Shared>,
+    live: &Arc<Live>,
     cmd: RemotingCommand,
 ) -> Result<Option<RemotingCommand>, String> {
     let topic = cmd.ext("topic").unwrap_or("").to_owned();
-    let cluster = shared.router.cluster_for(&topic);
+    let cluster = live.router.cluster_for(&topic);
     let key = format!("{cluster}\u{0}{topic}");
-    let ttl = shared.config.route_cache_ttl();
+    let ttl = live.config.route_cache_ttl();
     let cached = lock(&shared.route_cache).get(&key).cloned();
     if let Some(hit) = &cached {
         if !ttl.is_zero() && hit.at.elapsed() < ttl {
@@ -276,28 +283,29 @@ async fn route(
     }
     // The lookup runs on its own task, so that it can outlive a hedged answer and refresh the
     // cache when it completes.
-    let s = shared.clone();
-    let timeout = shared.config.request_timeout();
-    let mut upstream = tokio::spawn(async move { s.namesrvs[cluster].request(cmd, timeout).await });
+    let l = live.clone();
+    let timeout = live.config.request_timeout();
+    let mut upstream = tokio::spawn(async move { l.namesrvs[cluster].request(cmd, timeout).await });
     let usable = cached
         .as_ref()
-        .filter(|c| c.at.elapsed() < shared.config.route_stale_limit());
+        .filter(|c| c.at.elapsed() < live.config.route_stale_limit());
     if let Some(hit) = usable {
-        match tokio::time::timeout(shared.config.route_hedge(), &mut upstream).await {
+        match tokio::time::timeout(live.config.route_hedge(), &mut upstream).await {
             Ok(joined) => {
                 let r = joined.map_err(|e| format!("route lookup task: {e}"))?;
-                return answer_route(shared, key, &topic, cluster, r, usable).await;
+                return answer_route(shared, live, key, &topic, cluster, r, usable).await;
             }
             Err(_) => {
                 // The name server is slow or frozen: the client gets the route it got last,
                 // well within its own timeout, and the lookup still refreshes the cache.
                 ProxyStats::add(&shared.stats.c.route_cache_hedged, 1);
                 let s = shared.clone();
+                let l = live.clone();
                 let hit_for_task = hit.clone();
                 tokio::spawn(async move {
                     if let Ok(r) = upstream.await {
-                        let _ =
-                            answer_route(&s, key, &topic, cluster, r, Some(&hit_for_task)).await;
+                        let hit = Some(&hit_for_task);
+                        let _ = answer_route(&s, &l, key, &topic, cluster, r, hit).await;
                     }
                 });
                 return Ok(Some(hit.cmd.clone()));
@@ -307,7 +315,7 @@ async fn route(
     let r = upstream
         .await
         .map_err(|e| format!("route lookup task: {e}"))?;
-    answer_route(shared, key, &topic, cluster, r, usable).await
+    answer_route(shared, live, key, &topic, cluster, r, usable).await
 }
 
 /// The answer to a route lookup from what the name server said (`upstream`): rewritten and
@@ -316,6 +324,7 @@ async fn route(
 /// restarted empty forgets every topic until the brokers register again).
 async fn answer_route(
     shared: &Arc<Shared>,
+    live: &Live,
     key: String,
     topic: &str,
     cluster: usize,
@@ -329,7 +338,7 @@ async fn answer_route(
                 format!(
                     "no name server of cluster {} answered the route lookup for topic {topic:?} \
                      and no cached route exists: {e}",
-                    shared.cluster_name(cluster)
+                    live.cluster_name(cluster)
                 )
             });
         }
@@ -402,11 +411,12 @@ async fn map_brokers(
 
 async fn cluster_info(
     shared: &Arc<Shared>,
+    live: &Live,
     cmd: RemotingCommand,
 ) -> Result<Option<RemotingCommand>, String> {
     let key = "\u{0}cluster-info".to_string();
-    let timeout = shared.config.request_timeout();
-    let lookups = shared
+    let timeout = live.config.request_timeout();
+    let lookups = live
         .namesrvs
         .iter()
         .map(|c| c.request(cmd.clone(), timeout));
@@ -417,7 +427,7 @@ async fn cluster_info(
         match r {
             Ok(a) if a.code == resp::SUCCESS => {
                 let info = ClusterInfo::from_json(&a.body).map_err(|e| {
-                    format!("cluster info from cluster {}: {e}", shared.cluster_name(i))
+                    format!("cluster info from cluster {}: {e}", live.cluster_name(i))
                 })?;
                 match &mut merged {
                     None => merged = Some((a, info)),
@@ -426,10 +436,10 @@ async fn cluster_info(
             }
             Ok(a) => errors.push(format!(
                 "cluster {} answered code {}",
-                shared.cluster_name(i),
+                live.cluster_name(i),
                 a.code
             )),
-            Err(e) => errors.push(format!("cluster {}: {e}", shared.cluster_name(i))),
+            Err(e) => errors.push(format!("cluster {}: {e}", live.cluster_name(i))),
         }
     }
     let Some((answer, info)) = merged else {

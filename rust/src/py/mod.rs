@@ -455,6 +455,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(proxy::proxy_stat_names, m)?)?;
     m.add_function(wrap_pyfunction!(proxy::proxy_config_defaults, m)?)?;
     m.add_function(wrap_pyfunction!(proxy::policy_rule_keys, m)?)?;
+    m.add_function(wrap_pyfunction!(proxy::proxy_restart_only_fields, m)?)?;
     m.add_function(wrap_pyfunction!(proxy::check_proxy_config, m)?)?;
     Ok(())
 }

@@ -15,7 +15,8 @@ use crate::proxy::{ProxyConfig, ProxyServer};
 /// The proxy's Rust data path; `rmqfast.proxy.Proxy` wraps it.
 #[pyclass(module = "rmqfast._core", name = "ProxyServer")]
 pub struct PyProxyServer {
-    config: ProxyConfig,
+    /// The config `start` uses: the one given, or the last one reloaded.
+    config: Mutex<ProxyConfig>,
     inner: Mutex<Option<ProxyServer>>,
     /// Stats of the last server started, readable after it stops.
     stats: Mutex<Option<std::sync::Arc<ProxyStats>>>,
@@ -111,7 +112,7 @@ impl PyProxyServer {
     fn new(config_json: &str) -> PyResult<Self> {
         let config = ProxyConfig::from_json(config_json).map_err(PyValueError::new_err)?;
         Ok(PyProxyServer {
-            config,
+            config: Mutex::new(config),
             inner: Mutex::new(None),
             stats: Mutex::new(None),
             access: Mutex::new(None),
@@ -125,7 +126,7 @@ impl PyProxyServer {
         if guard.as_ref().is_some_and(ProxyServer::is_running) {
             return Err(PyRuntimeError::new_err("the proxy is already running"));
         }
-        let config = self.config.clone();
+        let config = lock(&self.config).clone();
         let server = py
             .detach(|| ProxyServer::start(config))
             .map_err(PyOSError::new_err)?;
@@ -200,6 +201,35 @@ impl PyProxyServer {
         bytes
     }
 
+    /// Puts a new config (JSON, as for the constructor) in place while the proxy runs, whole or
+    /// not at all: ValueError naming the field if it is rejected (the running config stays).
+    /// Returns the restart-only fields that differed and kept their running values.
+    fn reload(&self, py: Python<'_>, config_json: &str) -> PyResult<Vec<&'static str>> {
+        let guard = lock(&self.inner);
+        let s = guard
+            .as_ref()
+            .ok_or_else(|| PyRuntimeError::new_err("the proxy is not running"))?;
+        let config = match ProxyConfig::from_json(config_json) {
+            Ok(c) => c,
+            Err(e) => {
+                s.note_reload_failure();
+                return Err(PyValueError::new_err(e));
+            }
+        };
+        let kept = py
+            .detach(|| s.reload(config.clone()))
+            .map_err(PyValueError::new_err)?;
+        *lock(&self.config) = config;
+        Ok(kept)
+    }
+
+    /// Counts a reload rejected before it reached the data path (in `config_reload_failures`).
+    fn note_reload_failure(&self) {
+        if let Some(s) = lock(&self.inner).as_ref() {
+            s.note_reload_failure();
+        }
+    }
+
     /// A snapshot of every statistic.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let handle = lock(&self.stats).clone();
@@ -227,6 +257,12 @@ pub(crate) fn proxy_stat_names() -> (Vec<NameHelp>, Vec<NameHelp>) {
 pub(crate) fn proxy_config_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     let text = serde_json::Value::Object(crate::proxy::config::ProxyConfig::defaults()).to_string();
     py.import("json")?.call_method1("loads", (text,))
+}
+
+/// The config fields a reload cannot change in a running proxy.
+#[pyfunction]
+pub(crate) fn proxy_restart_only_fields() -> Vec<&'static str> {
+    crate::proxy::RESTART_ONLY.to_vec()
 }
 
 /// The keys a `[[policy]]` rule may have.

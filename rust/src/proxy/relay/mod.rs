@@ -27,10 +27,11 @@ use super::stats::ProxyStats;
 use crate::codec::frame::FrameView;
 use crate::net::frames::{write_frames, FrameReader, ReadLimits};
 use crate::net::io::{BoxRead, BoxWrite};
-use crate::sync::lock;
+use crate::sync::{lock, Local, Swap};
 
-pub(crate) use state::{count_local, local_reply, LocalReason};
-use state::{long_poll_hold, BrokerStep, ClientStep, Limits, Relay};
+pub(crate) use state::Limits;
+pub(crate) use state::{count_local, local_reply, LocalReason, RelaySettings};
+use state::{long_poll_hold, BrokerStep, ClientStep, Relay};
 
 /// Opens the connection to the broker (plain or TLS): the real one, or a test's.
 pub(crate) type Connector = Arc<
@@ -44,13 +45,12 @@ pub(crate) struct RelayEnv {
     pub broker: Arc<str>,
     pub connect: Connector,
     pub stats: Arc<ProxyStats>,
-    pub limits: Limits,
+    /// Limits and request policy; a reload replaces them on open connections too.
+    pub settings: Arc<Swap<RelaySettings>>,
     pub max_frame_size: usize,
     /// Frame deadline and memory budget for the client's frames.
     pub read_limits: ReadLimits,
     pub max_buffered_frames: usize,
-    /// Which requests are relayed.
-    pub policy: Arc<super::policy::Policy>,
     /// Who the client is (address, certificate subject), for the policy's rules.
     pub client: super::policy::Client,
     /// Becomes true when the proxy starts draining.
@@ -141,16 +141,12 @@ pub(crate) async fn serve(env: RelayEnv, client: (BoxRead, BoxWrite)) {
     ProxyStats::gauge(&stats.c.connections_broker_active, 1);
     let (crd, cwr) = client;
     let env = Arc::new(env);
+    let limits = env.settings.load().limits;
     let conn = Arc::new(Conn {
         relay: Mutex::new(
-            Relay::new(
-                env.broker.clone(),
-                env.limits,
-                stats.clone(),
-                Instant::now(),
-            )
-            .with_policy(env.policy.clone(), env.client.clone())
-            .with_access(env.access.clone(), env.peer.clone()),
+            Relay::new(env.broker.clone(), limits, stats.clone(), Instant::now())
+                .with_settings(Local::new(env.settings.clone()), env.client.clone())
+                .with_access(env.access.clone(), env.peer.clone()),
         ),
         replies: Mutex::new(VecDeque::new()),
         reply_room: Semaphore::new(env.max_buffered_frames.max(1)),
@@ -276,7 +272,7 @@ async fn upstream_to_client(env: Arc<RelayEnv>, conn: Arc<Conn>, mut cwr: BoxWri
     let mut upstream: Option<FrameReader<BoxRead>> = None;
     let mut out: VecDeque<Bytes> = VecDeque::new();
     let tick_every = Duration::from_millis(50)
-        .max(env.limits.request_timeout / 20)
+        .max(env.settings.load().limits.request_timeout / 20)
         .min(Duration::from_millis(250));
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

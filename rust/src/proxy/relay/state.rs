@@ -19,6 +19,7 @@ use super::super::topics::{self, Labelled, TopicCache};
 use crate::codec::codes::{request as rc, response as resp};
 use crate::codec::frame::FrameView;
 use crate::codec::{HeaderRef, RemotingCommand, SerializeType};
+use crate::sync::Local;
 
 /// How long a broker connection that failed is left alone before the next request retries it.
 pub(crate) const RECONNECT_AFTER: Duration = Duration::from_millis(500);
@@ -32,6 +33,14 @@ pub(crate) struct Limits {
     pub drain_timeout: Duration,
     /// A connection with nothing in flight and no traffic this long is closed.
     pub idle_timeout: Option<Duration>,
+}
+
+/// What a config reload changes on connections already open: their time limits and the
+/// request policy.
+#[derive(Debug, Clone)]
+pub(crate) struct RelaySettings {
+    pub limits: Limits,
+    pub policy: Arc<Policy>,
 }
 
 /// Why the proxy answers a request itself.
@@ -140,14 +149,14 @@ pub(crate) struct Tick {
 /// The decision state of one relayed connection.
 pub(crate) struct Relay {
     broker: Arc<str>,
-    limits: Limits,
+    /// Limits and policy, as of the last reload this connection has seen.
+    settings: Local<RelaySettings>,
     stats: Arc<ProxyStats>,
     inflight: HashMap<i32, Inflight>,
     last_activity: Instant,
     upstream: bool,
     last_failure: Option<(Instant, String)>,
     drain_deadline: Option<Instant>,
-    policy: Arc<Policy>,
     client: Client,
     topics: TopicCache,
     /// The label of the request waiting for `connected` / `unreachable`.
@@ -164,14 +173,16 @@ impl Relay {
     pub fn new(broker: Arc<str>, limits: Limits, stats: Arc<ProxyStats>, now: Instant) -> Self {
         Relay {
             broker,
-            limits,
+            settings: Local::fixed(RelaySettings {
+                limits,
+                policy: Arc::new(Policy::data_path()),
+            }),
             stats,
             inflight: HashMap::new(),
             last_activity: now,
             upstream: false,
             last_failure: None,
             drain_deadline: None,
-            policy: Arc::new(Policy::data_path()),
             client: Client::default(),
             topics: TopicCache::default(),
             connecting: None,
@@ -212,16 +223,29 @@ impl Relay {
         self.log(pending, Outcome::local(reason, reply, waited));
     }
 
-    /// The request policy to apply, and who the client is for its rules.
-    pub fn with_policy(mut self, policy: Arc<Policy>, client: Client) -> Self {
-        self.policy = policy;
+    /// The request policy to apply (instead of the default, with the same limits), and who
+    /// the client is for its rules.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn with_policy(self, policy: Arc<Policy>, client: Client) -> Self {
+        let limits = self.settings.get().limits;
+        self.with_settings(Local::fixed(RelaySettings { limits, policy }), client)
+    }
+
+    /// Limits and policy that a reload may replace, and who the client is for the rules.
+    pub fn with_settings(mut self, settings: Local<RelaySettings>, client: Client) -> Self {
+        self.settings = settings;
         self.client = client;
         self
     }
 
+    fn limits(&self) -> Limits {
+        self.settings.get().limits
+    }
+
     /// The remark of a refusal if the policy refuses this request.
     fn refused(&self, frame: &[u8], view: &FrameView) -> Option<String> {
-        let header = if self.policy.reads_header() {
+        let policy = &self.settings.get().policy;
+        let header = if policy.reads_header() {
             match HeaderRef::decode(frame, view) {
                 Ok(h) => Some(h),
                 Err(e) => return Some(format!("rmqfast: the request header cannot be read: {e}")),
@@ -230,7 +254,7 @@ impl Relay {
             None
         };
         let ext = |k: &str| header.as_ref().and_then(|h| h.ext(k)).map(str::to_owned);
-        self.policy.check(&PolicyRequest {
+        policy.check(&PolicyRequest {
             code: view.code,
             listener: Listener::Broker,
             client: &self.client,
@@ -261,6 +285,7 @@ impl Relay {
         now: Instant,
         shutting_down: bool,
     ) -> ClientStep {
+        self.settings.refresh();
         let stats = &self.stats;
         if view.is_response() {
             // The client answering a broker's request (transaction check, running info).
@@ -402,7 +427,7 @@ impl Relay {
             self.log(access, Outcome::no_answer());
             return;
         }
-        let deadline = now + hold + self.limits.request_timeout;
+        let deadline = now + hold + self.limits().request_timeout;
         let optional = answer_optional(view.code);
         if !optional {
             self.stats.begin(view.code);
@@ -460,6 +485,7 @@ impl Relay {
     /// proxy is draining (nothing left in flight, or the drain deadline passed) or the
     /// connection is idle.
     pub fn on_tick(&mut self, now: Instant, shutting_down: bool) -> Tick {
+        self.settings.refresh();
         let mut tick = Tick::default();
         let expired: Vec<i32> = self
             .inflight
@@ -497,13 +523,13 @@ impl Relay {
         if shutting_down {
             let d = *self
                 .drain_deadline
-                .get_or_insert(now + self.limits.drain_timeout);
+                .get_or_insert(now + self.limits().drain_timeout);
             if empty || now >= d {
                 tick.close = true;
                 return tick;
             }
         }
-        if let Some(idle) = self.limits.idle_timeout {
+        if let Some(idle) = self.limits().idle_timeout {
             if empty && now.saturating_duration_since(self.last_activity) >= idle {
                 ProxyStats::add(&self.stats.c.connections_idle_closed, 1);
                 tick.close = true;

@@ -26,6 +26,8 @@ struct Harness {
     stats: Arc<ProxyStats>,
     shutdown: watch::Sender<bool>,
     served: tokio::task::JoinHandle<()>,
+    /// What a reload replaces: storing here reaches the open connection.
+    settings: Arc<Swap<RelaySettings>>,
 }
 
 fn split(s: DuplexStream) -> (BoxRead, BoxWrite) {
@@ -58,11 +60,15 @@ fn start_guarded(refuse: Option<&'static str>, limits: Limits, frame_timeout: Du
     });
     let stats = Arc::new(ProxyStats::default());
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let settings = Arc::new(Swap::new(RelaySettings {
+        limits,
+        policy: Arc::new(crate::proxy::policy::Policy::data_path()),
+    }));
     let env = RelayEnv {
         broker: Arc::from("broker-a:10911"),
         connect,
         stats: stats.clone(),
-        limits,
+        settings: settings.clone(),
         max_frame_size: 1 << 20,
         read_limits: ReadLimits {
             frame_timeout: Some(frame_timeout),
@@ -70,7 +76,6 @@ fn start_guarded(refuse: Option<&'static str>, limits: Limits, frame_timeout: Du
             events: stats.clone(),
         },
         max_buffered_frames: 64,
-        policy: Arc::new(crate::proxy::policy::Policy::data_path()),
         client: Default::default(),
         shutdown: shutdown_rx,
         access: Arc::new(crate::proxy::access::AccessLog::off(stats.clone())),
@@ -84,6 +89,7 @@ fn start_guarded(refuse: Option<&'static str>, limits: Limits, frame_timeout: Du
         stats,
         shutdown,
         served,
+        settings,
     }
 }
 
@@ -336,4 +342,37 @@ async fn clients_that_send_one_request_and_leave_leave_no_upstream_connection_co
         assert_eq!(c.connections_active.load(Relaxed), 0, "round {i}");
         assert_eq!(c.request_active.load(Relaxed), 0, "round {i}");
     }
+}
+
+#[tokio::test]
+async fn a_reloaded_policy_applies_to_a_connection_already_open() {
+    let mut h = start(None);
+    let (mut cbuf, mut bbuf) = (Vec::new(), Vec::new());
+    let send = request(rc::SEND_MESSAGE_V2, 1, false);
+    h.client.write_all(&send).await.unwrap();
+    let mut b = broker(&mut h).await;
+    assert_eq!(next(&mut b, &mut bbuf).await.unwrap(), send);
+    b.write_all(&response(1, resp::SUCCESS)).await.unwrap();
+    assert_eq!(
+        next_cmd(&mut h.client, &mut cbuf).await.unwrap().code,
+        resp::SUCCESS
+    );
+    // A reload denies sends: the same connection's next send is refused, not forwarded.
+    let rules: Vec<crate::proxy::policy::RuleConfig> =
+        serde_json::from_str(r#"[{"action":"deny","codes":["SEND_MESSAGE_V2"]}]"#).unwrap();
+    h.settings.store(RelaySettings {
+        limits: LIMITS,
+        policy: Arc::new(crate::proxy::policy::Policy::new(&rules, "data-path").unwrap()),
+    });
+    h.client
+        .write_all(&request(rc::SEND_MESSAGE_V2, 2, false))
+        .await
+        .unwrap();
+    let refused = next_cmd(&mut h.client, &mut cbuf).await.unwrap();
+    assert_eq!((refused.opaque, refused.code), (2, resp::NO_PERMISSION));
+    // A heartbeat still goes through on the same broker connection.
+    let beat = request(rc::HEART_BEAT, 3, false);
+    h.client.write_all(&beat).await.unwrap();
+    assert_eq!(next(&mut b, &mut bbuf).await.unwrap(), beat);
+    assert_eq!(h.stats.c.upstream_connect_failure.load(Relaxed), 0);
 }

@@ -154,8 +154,9 @@ $(BENCH_STAMP): Makefile
 	$(BENCH_VENV)/bin/pip install -q "rocketmq-python-client==5.1.2"
 	touch $(BENCH_STAMP)
 
-bench: build bench-clients  ## criterion benchmarks of the codec, and bench-clients (figures go to bench/RESULTS.md)
+bench: build bench-clients  ## criterion benchmarks of the codec and of an access-log line, and bench-clients (figures go to bench/RESULTS.md)
 	cargo bench --bench codec -- --noplot
+	cargo bench --bench access -- --noplot
 
 bench-clients: build $(BENCH_STAMP)  ## rmqfast's logger against the official Python client (rocketmq-python-client 5.1.2), about 4 min; BENCH_CLIENTS_ARGS=--write records it
 	$(PY) bench/client_bench.py --official-python $(BENCH_VENV)/bin/python $(BENCH_CLIENTS_ARGS)

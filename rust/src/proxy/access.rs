@@ -24,7 +24,7 @@ use crate::sync::lock;
 
 /// Why a request ended without the broker's answer reaching the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reason {
+pub enum Reason {
     /// The upstream did not answer in time (`SYSTEM_BUSY`).
     Timeout,
     /// The broker or name server could not be reached (`SYSTEM_ERROR`).
@@ -54,7 +54,7 @@ impl Reason {
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Outcome {
+pub struct Outcome {
     /// The response code the client got; None when it got none (oneway, closed).
     pub response_code: Option<i32>,
     /// The response frame's size (0 when there was none).
@@ -109,7 +109,7 @@ impl Outcome {
 
 /// Who a connection's requests come from and where they go, for their lines.
 #[derive(Debug, Clone)]
-pub(crate) struct Peer {
+pub struct Peer {
     client: Option<SocketAddr>,
     /// The proxy address the client connected to.
     listener: Option<SocketAddr>,
@@ -162,7 +162,7 @@ const BATCH: usize = 64 << 10;
 
 /// The first half of a request's line, written when it arrived.
 #[derive(Debug, Clone)]
-pub(crate) struct Pending {
+pub struct Pending {
     line: Vec<u8>,
 }
 
@@ -252,7 +252,7 @@ impl AccessLog {
     /// The first half of the line of a relayed request (None when the log is off). Reads the
     /// topic, group and queue from the header; a header that cannot be read leaves them null.
     #[inline]
-    pub(crate) fn begin(&self, peer: &Peer, frame: &[u8], view: &FrameView) -> Option<Pending> {
+    pub fn begin(&self, peer: &Peer, frame: &[u8], view: &FrameView) -> Option<Pending> {
         if !self.enabled() {
             return None;
         }
@@ -270,7 +270,7 @@ impl AccessLog {
 
     /// Ends a request's line and buffers it, if it is kept (errors, local replies and slow
     /// requests always; the rest 1 in `access_log_sample`).
-    pub(crate) fn finish(&self, pending: Pending, outcome: Outcome) {
+    pub fn finish(&self, pending: Pending, outcome: Outcome) {
         if !self.keep(&outcome) {
             return;
         }
@@ -756,47 +756,6 @@ mod tests {
         t.join().unwrap();
         assert!(started.elapsed() < Duration::from_secs(30));
         assert!(got.len() >= BATCH && got.ends_with(b"}\n"));
-    }
-
-    /// The CPU cost of a line: a Java producer's SEND_MESSAGE_V2 header, begun and finished,
-    /// drained every 200 lines (bench/RESULTS.md). Run it with `cargo test --release --lib
-    /// access_log_line_cost -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "a measurement, not a check"]
-    fn access_log_line_cost() {
-        let (a, _) = log(r#","access_log":"stdout""#);
-        let fields = [
-            ("a", "please_rename_unique_group_name"),
-            ("b", "TopicTest"),
-            ("c", "TBW102"),
-            ("d", "4"),
-            ("e", "3"),
-            ("f", "0"),
-            ("g", "1733212800000"),
-            ("h", "0"),
-            (
-                "i",
-                "KEYS\u{1}order-1\u{2}UNIQ_KEY\u{1}7F0000010001\u{2}WAIT\u{1}true\u{2}",
-            ),
-            ("j", "0"),
-            ("k", "false"),
-            ("m", "false"),
-            ("n", "broker-a"),
-        ];
-        for st in [SerializeType::RocketMq, SerializeType::Json] {
-            let (f, v) = request(rc::SEND_MESSAGE_V2, &fields, st);
-            let (mut out, peer) = (Vec::new(), peer());
-            let n = 1_000_000;
-            let t = std::time::Instant::now();
-            for i in 0..n {
-                a.finish(a.begin(&peer, &f, &v).unwrap(), ok(1));
-                if i % 200 == 0 {
-                    a.take_into(&mut out, Duration::ZERO);
-                }
-            }
-            let per_line = t.elapsed().as_nanos() as f64 / f64::from(n);
-            println!("{st:?} header: {per_line:.0} ns per line");
-        }
     }
 
     #[test]

@@ -68,9 +68,24 @@ QUERY_NOT_FOUND = 22
 MODE_NAMES = {"direct": "direct", "proxy": "rmqfast proxy", "rmqproxy": "RocketMQ Proxy"}
 # --features: more rmqfast proxies, each its own process with these flags over the defaults, run
 # in the same rounds as "proxy" (the defaults: per-topic metrics on, access log off), so each
-# feature's cost is a ratio measured in the same run.
+# feature's cost is a ratio measured in the same run. "{work}" is the run's working directory.
 FEATURES: dict[str, tuple[str, list[str]]] = {
     "metrics-off": ("per-topic metrics off", ["--metrics-max-topics", "0"]),
+    "access-log": (
+        "access log on (a file, every request, rotated at 64 MiB)",
+        [
+            "--access-log",
+            "file",
+            "--access-log-file",
+            "{work}/access.log",
+            "--access-log-sample",
+            "1",
+            "--access-log-max-bytes",
+            str(64 << 20),
+            "--access-log-backups",
+            "2",
+        ],
+    ),
 }
 
 SEND_LINE = re.compile(
@@ -547,8 +562,11 @@ def table(
     return "\n".join(rows + notes)
 
 
-def feature_table(runs: list[Run], features: list[str]) -> str:
-    """Each proxy variant against the default proxy of the same rounds: throughput and CPU."""
+def feature_table(runs: list[Run], features: list[str], ends: dict[str, dict[str, Any]]) -> str:
+    """Each proxy variant against the default proxy of the same rounds: throughput and CPU.
+
+    `ends` is each variant's /stats at the end, to show the feature did its work.
+    """
     rows = [
         "| workload | size | proxy | msg/s | vs default | CPU s per 100k req | vs default |",
         "|---|---|---|---|---|---|---|",
@@ -573,6 +591,15 @@ def feature_table(runs: list[Run], features: list[str]) -> str:
             "rotation as the others.",
             "",
             *rows,
+            *(
+                [
+                    "",
+                    f"The access-log proxy wrote {ends['access-log'].get('access_log_lines', 0):,} "
+                    f"lines and dropped {ends['access-log'].get('access_log_dropped', 0):,}.",
+                ]
+                if "access-log" in ends
+                else []
+            ),
         ]
     )
 
@@ -655,7 +682,10 @@ def main() -> int:
         broker = dc.brokers["broker-a"]
         proxy = ProxyProcess(dc.namesrv_addr, args.proxy_args.split())
         variants = {
-            f: ProxyProcess(dc.namesrv_addr, args.proxy_args.split() + FEATURES[f][1])
+            f: ProxyProcess(
+                dc.namesrv_addr,
+                args.proxy_args.split() + [a.format(work=work) for a in FEATURES[f][1]],
+            )
             for f in features
         }
         try:
@@ -747,6 +777,7 @@ def main() -> int:
                     if r.tps == 0:
                         log(f"WARNING: nothing consumed through {MODE_NAMES.get(r.mode, r.mode)}")
             peak = proxy.memory_kib()[1]
+            ends = {f: v.stats() for f, v in variants.items()}
             if args.rocketmq_proxy:
                 rmq_peak = proc_memory_kib(dc.pids()["proxy"])[1]
         finally:
@@ -757,7 +788,7 @@ def main() -> int:
     load = (load_start, os.getloadavg()[0])
     text = table(runs, args, peak, load, rmq_peak)
     if features:
-        text += "\n\n" + feature_table(runs, features)
+        text += "\n\n" + feature_table(runs, features, ends)
     print(text)
     log(f"total {time.monotonic() - t_start:.0f} s")
     if args.json:

@@ -253,3 +253,22 @@ def test_a_reload_turns_the_access_log_on_and_reopens_its_file(tmp_path: Path) -
         assert proxy.access_log.sink is None
     assert [x["topic"] for x in read_lines(tmp_path / "access.log.rotated")] == ["on"]
     assert [x["topic"] for x in read_lines(path)] == ["reopened"]
+
+
+def test_lines_a_failing_destination_loses_are_counted() -> None:
+    """A file the lines cannot be written to (/dev/full: every write fails with ENOSPC): the
+    proxy goes on relaying and counts each lost line in `access_log_lost` and /metrics."""
+    cfg = {
+        "namesrv": "127.0.0.1:1",
+        "listen": "127.0.0.1:0",
+        "admin": None,
+        "access_log": "file",
+        "access_log_file": "/dev/full",
+    }
+    with Proxy(cfg) as proxy, RemotingClient(proxy.namesrv_addr) as c:
+        for topic in ("a", "b", "c"):
+            reply = c.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": topic})
+            assert reply.code == ResponseCode.SYSTEM_ERROR  # no name server: a local reply
+        wait_until(lambda: proxy.stats()["access_log_lost"] == 3, 10, "three lost lines")
+        assert proxy.stats()["access_log_lines"] == 3
+        assert "\nrmqfast_proxy_access_log_lost_total 3\n" in proxy.prometheus()

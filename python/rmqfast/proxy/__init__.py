@@ -73,7 +73,9 @@ class Proxy:
         self._admin: AdminServer | None = None
         self._want_admin = admin and bool(self.config.admin)
         # Drains the access log into its destination while it is on.
-        self.access_log = AccessLogWriter(self._server.access_log_take)
+        self.access_log = AccessLogWriter(
+            self._server.access_log_take, self._server.access_log_lost
+        )
         self._reload_source = reload_source
         self._reload_lock = threading.Lock()
 

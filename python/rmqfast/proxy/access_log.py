@@ -117,9 +117,14 @@ class FileSink:
         return self.path.with_name(f"{self.path.name}.{i}")
 
     def reopen(self) -> None:
-        """Closes and reopens `path` (after logrotate moved it: a new file starts)."""
-        self._file.close()
+        """Reopens `path` (after logrotate moved it: a new file starts). The new file is opened
+        first, so one that cannot be opened leaves the old in use (and raises OSError)."""
+        old = self._file
         self._file = self._open()
+        try:
+            old.close()
+        except (OSError, ValueError) as e:
+            log.warning("access log: closing the old file failed: %s", e)
 
     def close(self) -> None:
         """Closes the file."""
@@ -185,20 +190,21 @@ def make_sink(cfg: ProxyConfig) -> Sink | None:
 
 class AccessLogWriter:
     """Drains the proxy's access log buffer (`take(timeout) -> bytes`) into a sink on a thread
-    of its own, which runs only while the access log is on.
+    of its own, which runs only while the access log is on. Lines the sink fails to take are
+    passed to `lost(lines)` (the proxy counts them in `access_log_lost`).
 
     `reconfigure(config)` follows a new configuration (a new sink only when the destination
     settings changed; the thread starts or stops with `access_log`), `reopen()` reopens a file,
     `close()` writes what is left and stops."""
 
-    def __init__(self, take: Callable[[float], bytes]) -> None:
+    def __init__(self, take: Callable[[float], bytes], lost: Callable[[int], None]) -> None:
         self._take = take
+        self._lost = lost
         self._lock = threading.Lock()
         self._sink: Sink | None = None
         self._key: tuple[object, ...] = (None,)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self.write_errors = 0
         self._last_warning = 0.0
 
     @property
@@ -221,7 +227,7 @@ class AccessLogWriter:
         if old is not None:
             # Lines buffered under the old settings go where they were meant to.
             self._drain_into(old)
-            old.close()
+            self._close(old)
         if new is not None:
             self._stop.clear()
             self._thread = threading.Thread(
@@ -242,7 +248,7 @@ class AccessLogWriter:
             sink, self._sink, self._key = self._sink, None, (None,)
         if sink is not None:
             self._drain_into(sink)
-            sink.close()
+            self._close(sink)
 
     def _stop_thread(self) -> None:
         t = self._thread
@@ -263,11 +269,19 @@ class AccessLogWriter:
         while data := self._take(0.0):
             self._write(sink, data)
 
+    def _close(self, sink: Sink) -> None:
+        """Closes `sink`; a destination that fails here (a file's last flush on a full disk)
+        is logged, not raised: its lines were counted as lost when their write failed."""
+        try:
+            sink.close()
+        except (OSError, ValueError) as e:
+            log.warning("access log: closing the destination failed: %s", e)
+
     def _write(self, sink: Sink, data: bytes) -> None:
         try:
             sink.write(data)
         except (OSError, ValueError) as e:
-            self.write_errors += data.count(b"\n")
+            self._lost(data.count(b"\n"))
             now = time.monotonic()
             if now - self._last_warning >= 60:
                 self._last_warning = now

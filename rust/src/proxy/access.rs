@@ -333,6 +333,12 @@ impl AccessLog {
         out
     }
 
+    /// Counts `lines` taken from the buffer that their destination then failed to take (in
+    /// `access_log_lost`).
+    pub fn note_lost(&self, lines: u64) {
+        ProxyStats::add(&self.stats.c.access_log_lost, lines);
+    }
+
     /// Bytes buffered now.
     pub fn buffered(&self) -> usize {
         lock(&self.buf).len()

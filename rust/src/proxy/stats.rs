@@ -89,6 +89,7 @@ stat_table! {
         broker_listener_added: "Broker ports opened for brokers found in route answers.",
         access_log_lines: "Access log lines buffered for the access log's destination.",
         access_log_dropped: "Access log lines dropped because access_log_buffer_bytes was full.",
+        access_log_lost: "Access log lines lost because their destination failed (a file that could not be written).",
         config_reloads: "Configuration reloads put in place (SIGHUP or POST /reload).",
         config_reload_failures: "Configuration reloads rejected (the running configuration was kept).",
     }

@@ -201,6 +201,14 @@ impl PyProxyServer {
         bytes
     }
 
+    /// Counts `lines` of the access log that their destination failed to take
+    /// (`access_log_lost`).
+    fn access_log_lost(&self, lines: u64) {
+        if let Some(access) = lock(&self.access).as_ref() {
+            access.note_lost(lines);
+        }
+    }
+
     /// Puts a new config (JSON, as for the constructor) in place while the proxy runs, whole or
     /// not at all: ValueError naming the field if it is rejected (the running config stays).
     /// Returns the restart-only fields that differed and kept their running values.

@@ -62,6 +62,8 @@ CONSUMER_MAIN = "org.apache.rocketmq.example.benchmark.Consumer"
 BENCH_JVM = ("-Xms256m", "-Xmx256m", "-XX:+UseG1GC")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 QUEUES = 8  # read and write queues of every bench topic
+# Consumer report lines skipped after consumption starts: the tool's TPS window (~10 s).
+CONSUMER_SETTLE = 10
 GET_MAX_OFFSET = 30
 QUERY_CONSUMER_OFFSET = 14
 QUERY_NOT_FOUND = 22
@@ -277,8 +279,20 @@ def java_cmd(lib: Path, work: Path, main: str, args: Sequence[str], tag: str) ->
     ]
 
 
-def run_timed(cmd: list[str], pattern: re.Pattern[str], reports: int, timeout: float) -> list[str]:
-    """Runs a benchmark program until it printed `reports` report lines, then stops it."""
+def run_timed(
+    cmd: list[str],
+    pattern: re.Pattern[str],
+    reports: int,
+    timeout: float,
+    settle: int = 0,
+) -> list[str]:
+    """Runs a benchmark program until it printed `reports` report lines, then stops it.
+
+    With `settle`, report lines count only from the `settle`-th after the first one whose `tps`
+    is above 0: the tools' TPS is an average over their last ~10 one-second snapshots, so a
+    window that includes a slow start (a push consumer whose first rebalance found no queues
+    waits 20 s for the next) would be averaged with seconds of nothing.
+    """
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     got: list[str] = []
@@ -286,9 +300,18 @@ def run_timed(cmd: list[str], pattern: re.Pattern[str], reports: int, timeout: f
 
     def read() -> None:
         assert proc.stdout is not None
+        since_start: int | None = None if settle else settle
         for line in proc.stdout:
             lines.append(line.rstrip())
-            if pattern.search(line):
+            m = pattern.search(line)
+            if m is None:
+                continue
+            if since_start is None:
+                if float(m["tps"]) == 0:
+                    continue
+                since_start = 0
+            since_start += 1
+            if since_start > settle:
                 got.append(line.rstrip())
                 if len(got) >= reports:
                     done.set()
@@ -407,7 +430,9 @@ def consumer_run(
     tool_args += ["-w", str(args.consumer_threads), "-ri", "1000"]
     cmd = java_cmd(lib, work, CONSUMER_MAIN, tool_args, f"consumer-{route.mode}-{size}")
     with measured(route, lambda: committed_messages(broker, topic, group)) as m:
-        got = run_timed(cmd, CONSUME_LINE, reports, args.consumer_duration + 60)
+        got = run_timed(
+            cmd, CONSUME_LINE, reports, args.consumer_duration + 60, settle=CONSUMER_SETTLE
+        )
     last = CONSUME_LINE.search(got[-1])
     assert last is not None
     # The RocketMQ Proxy's pulls are estimated later (estimate_consumer_requests).
@@ -542,7 +567,9 @@ def table(
         "- Mean RT / max RT: the producer's send RT (mean over the window, max since the "
         "start of the run, JIT warm-up included). The consumer drains the backlog the "
         "producer runs left (a fresh group per run starts at offset 0), so its figure is "
-        "delivery throughput; its latencies are the messages' age and are not shown.",
+        "delivery throughput; its latencies are the messages' age and are not shown. Its "
+        f"window starts {CONSUMER_SETTLE} reports after the first message arrived, so a slow "
+        "first rebalance (the next comes 20 s later) is not averaged in.",
         "- Proxy CPU: utime+stime of the proxy process during the run (/proc/PID/stat) divided "
         "by the requests it relayed; RSS: VmRSS after the run "
         f"(peak VmHWM {peak_kib / 1024:.1f} MiB)"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +273,75 @@ def test_lines_a_failing_destination_loses_are_counted() -> None:
         wait_until(lambda: proxy.stats()["access_log_lost"] == 3, 10, "three lost lines")
         assert proxy.stats()["access_log_lines"] == 3
         assert "\nrmqfast_proxy_access_log_lost_total 3\n" in proxy.prometheus()
+
+
+def test_a_destination_that_cannot_be_opened_is_a_config_error_at_start_and_at_reload(
+    tmp_path: Path,
+) -> None:
+    """A file path that is a directory passes validate() but cannot be opened: start refuses
+    with the field named; a reload to it is rejected whole (counted) and the log stays as it
+    was."""
+    blocked = tmp_path / "a-directory"
+    blocked.mkdir()
+    good = tmp_path / "access.log"
+    base = {"namesrv": "127.0.0.1:1", "listen": "127.0.0.1:0", "admin": None}
+    bad = {**base, "access_log": "file", "access_log_file": str(blocked)}
+    with pytest.raises(ConfigError, match=r"access_log_file: cannot open .*a-directory"):
+        Proxy(bad).start()
+    on = {**base, "access_log": "file", "access_log_file": str(good)}
+    with Proxy(on) as proxy, RemotingClient(proxy.namesrv_addr) as c:
+        with pytest.raises(ConfigError, match="access_log_file: cannot open"):
+            proxy.reload(bad)
+        assert proxy.stats()["config_reload_failures"] == 1
+        assert proxy.config.access_log_file == str(good)
+        c.request(RequestCode.GET_ROUTEINFO_BY_TOPIC, {"topic": "after"})
+        wait_until(lambda: good.exists() and good.stat().st_size > 0, 10, "a line in the file")
+    assert [x["topic"] for x in read_lines(good)] == ["after"]
+
+
+def test_the_file_survives_being_deleted_before_a_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    sink = FileSink(path, max_bytes=4096, backups=2)
+    sink.write(b"".join(line(i) for i in range(30)))
+    path.unlink()  # removed by hand: the next rotation has nothing to move
+    sink.write(b"".join(line(i) for i in range(30, 60)))
+    sink.write(line(60))
+    sink.close()
+    assert read_lines(path)[-1]["n"] == 60
+
+
+def test_a_reload_racing_the_admin_readiness_check_does_not_deadlock() -> None:
+    """Reloads on one thread while another keeps asking `running` (as GET /ready does): the
+    server's lock must never be held while waiting for the GIL."""
+    base = {"namesrv": "127.0.0.1:1", "listen": "127.0.0.1:0", "admin": None}
+    with Proxy(base) as proxy:
+        stop = threading.Event()
+        checks = [0]
+
+        def ask() -> None:
+            while not stop.is_set():
+                assert proxy.running
+                checks[0] += 1
+
+        t = threading.Thread(target=ask, daemon=True)
+        t.start()
+        done = threading.Event()
+
+        def reload_many() -> None:
+            for i in range(50):
+                proxy.reload({**base, "request_timeout_ms": 3000 + i})
+            done.set()
+
+        threading.Thread(target=reload_many, daemon=True).start()
+        assert done.wait(60), "the reloads did not finish: deadlocked"
+        stop.set()
+        t.join(10)
+        assert checks[0] > 0
+        assert proxy.stats()["config_reloads"] == 50
+
+
+def test_a_take_with_a_nan_or_negative_wait_does_not_panic() -> None:
+    base = {"namesrv": "127.0.0.1:1", "listen": "127.0.0.1:0", "admin": None}
+    with Proxy(base) as proxy:
+        assert proxy._server.access_log_take(float("nan")) == b""
+        assert proxy._server.access_log_take(-1.0) == b""

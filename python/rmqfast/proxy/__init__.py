@@ -81,12 +81,13 @@ class Proxy:
 
     def start(self) -> Proxy:
         """Opens the listeners (and the admin endpoint); returns self."""
-        self._server.start()
+        destination = self.access_log.prepare(self.config)
         try:
-            self.access_log.reconfigure(self.config)
-        except (OSError, ValueError):
-            self._server.stop(0)
+            self._server.start()
+        except BaseException:
+            self.access_log.discard(destination)
             raise
+        self.access_log.install(destination)
         if self._want_admin and self.config.admin:
             try:
                 self._admin = AdminServer(self.config.admin, self)
@@ -107,8 +108,10 @@ class Proxy:
         if self._admin is not None:
             self._admin.stop()
             self._admin = None
-        self._server.stop(timeout)
-        self.access_log.close()
+        # After any reload under way, which could otherwise start the access log again.
+        with self._reload_lock:
+            self._server.stop(timeout)
+            self.access_log.close()
 
     def reload(self, config: ProxyConfig | Mapping[str, Any] | None = None) -> ReloadResult:
         """Puts a new config in place without dropping a connection; with no argument, reads it
@@ -133,6 +136,7 @@ class Proxy:
                 else:
                     new = from_mapping(config)
                 new.validate()
+                destination = self.access_log.prepare(new)
             except ConfigError as e:
                 self._server.note_reload_failure()
                 log.error("config reload rejected, the running config stays: %s", e)
@@ -140,8 +144,12 @@ class Proxy:
             try:
                 kept = self._server.reload(new.to_core_json())
             except ValueError as e:
+                self.access_log.discard(destination)
                 log.error("config reload rejected, the running config stays: %s", e)
                 raise ConfigError(str(e)) from None
+            except BaseException:
+                self.access_log.discard(destination)
+                raise
             old = self.config
             changed = [
                 f.name for f in fields(ProxyConfig) if getattr(new, f.name) != getattr(old, f.name)
@@ -150,10 +158,7 @@ class Proxy:
             for name in kept:
                 setattr(new, name, getattr(old, name))
             self.config = new
-            try:
-                self.access_log.reconfigure(new)
-            except (OSError, ValueError) as e:
-                log.error("access log: the new destination failed, lines go to the old: %s", e)
+            self.access_log.install(destination)
             if kept:
                 log.warning(
                     "config reloaded; %s changed but only apply at restart (kept as running)",

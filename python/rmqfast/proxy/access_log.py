@@ -16,18 +16,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from rmqfast.proxy.config import access_log_namesrv
+from rmqfast.proxy.config import ConfigError, access_log_namesrv
 
 if TYPE_CHECKING:
     from rmqfast.logger import RocketMQLogger
     from rmqfast.proxy.config import ProxyConfig
 
-__all__ = ["AccessLogWriter", "FileSink", "RocketMQSink", "Sink", "StdoutSink", "make_sink"]
+__all__ = [
+    "AccessLogWriter",
+    "FileSink",
+    "Prepared",
+    "RocketMQSink",
+    "Sink",
+    "StdoutSink",
+    "make_sink",
+]
 
 log = logging.getLogger("rmqfast.proxy.access_log")
 
 # How long the drain thread waits for lines before it looks at its stop flag again.
 _POLL_S = 0.25
+# How long stopping waits for the drain thread (a destination that blocks, such as a stdout pipe
+# nobody reads, must not hang the proxy's stop or a reload).
+_JOIN_S = 5.0
 
 
 class Sink(Protocol):
@@ -80,7 +91,10 @@ class FileSink:
         return f
 
     def write(self, data: bytes) -> None:
-        """Appends one batch, rotating between lines as needed."""
+        """Appends one batch, rotating between lines as needed. A file left closed by a
+        rotation that failed (a full disk) is opened again first."""
+        if self._file.closed:
+            self._file = self._open()
         while data:
             room = self.max_bytes - self._size
             if self.max_bytes == 0 or len(data) <= room:
@@ -102,16 +116,22 @@ class FileSink:
         self._file.flush()
 
     def _rotate(self) -> None:
-        self._file.close()
-        if self.backups == 0:
-            self.path.unlink(missing_ok=True)
-        else:
-            for i in range(self.backups - 1, 0, -1):
-                older = self._backup(i)
-                if older.exists():
-                    os.replace(older, self._backup(i + 1))
-            os.replace(self.path, self._backup(1))
-        self._file = self._open()
+        """Moves the file to its first backup and opens a new one. A file deleted meanwhile
+        has nothing to move; if closing or moving fails, a new file is still opened when it
+        can be (and the error raised, for the batch's lines to be counted lost)."""
+        try:
+            self._file.close()
+            if self.backups == 0:
+                self.path.unlink(missing_ok=True)
+            else:
+                for i in range(self.backups - 1, 0, -1):
+                    older = self._backup(i)
+                    if older.exists():
+                        os.replace(older, self._backup(i + 1))
+                if self.path.exists():
+                    os.replace(self.path, self._backup(1))
+        finally:
+            self._file = self._open()
 
     def _backup(self, i: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{i}")
@@ -174,6 +194,16 @@ def _destination(cfg: ProxyConfig) -> tuple[object, ...]:
     return (cfg.access_log,)
 
 
+class Prepared:
+    """A destination built and ready to put in place (`AccessLogWriter.install`), or the
+    running one to keep (`keep`: the same settings; a file is reopened)."""
+
+    def __init__(self, key: tuple[object, ...], sink: Sink | None, keep: bool) -> None:
+        self.key = key
+        self.sink = sink
+        self.keep = keep
+
+
 def make_sink(cfg: ProxyConfig) -> Sink | None:
     """The sink `cfg` asks for (None when the access log is off); OSError if a file cannot be
     opened."""
@@ -212,26 +242,55 @@ class AccessLogWriter:
         """The sink lines go to now (None when off)."""
         return self._sink
 
-    def reconfigure(self, cfg: ProxyConfig) -> None:
-        """Follows `cfg`'s access log settings: a new sink when its destination settings
-        changed, else the same one reopened (a reload after logrotate moved the file). A sink
-        that cannot be built raises (OSError, ConfigError) and leaves the current one in place."""
+    def prepare(self, cfg: ProxyConfig) -> Prepared:
+        """Builds the destination `cfg` asks for when its settings differ from the running
+        one's, so a reload can fail before anything changed: ConfigError naming the field when
+        it cannot be built (a file that cannot be opened)."""
         key = _destination(cfg)
         if key == self._key:
-            self.reopen()
+            return Prepared(key, None, keep=True)
+        try:
+            return Prepared(key, make_sink(cfg), keep=False)
+        except (OSError, ValueError) as e:
+            if cfg.access_log == "file":
+                raise ConfigError(
+                    f"access_log_file: cannot open {cfg.access_log_file!r} for appending: {e}"
+                ) from None
+            raise ConfigError(
+                f"access_log: cannot start the {cfg.access_log} destination: {e}"
+            ) from None
+
+    def discard(self, prepared: Prepared) -> None:
+        """Closes a prepared destination that is not going to be installed."""
+        if prepared.sink is not None:
+            self._close(prepared.sink)
+
+    def reconfigure(self, cfg: ProxyConfig) -> None:
+        """`install(prepare(cfg))`: ConfigError if the new destination cannot be built, with the
+        current one left in place."""
+        self.install(self.prepare(cfg))
+
+    def install(self, prepared: Prepared) -> None:
+        """Puts a prepared destination in place: lines buffered so far go to the old one,
+        which is then closed; the drain thread starts or stops with the access log. A kept
+        destination is reopened (a reload after logrotate moved the file); if that fails, the
+        old file stays in use and a warning is logged."""
+        if prepared.keep:
+            try:
+                self.reopen()
+            except (OSError, ValueError) as e:
+                log.warning("access log: reopening the destination failed, kept the old: %s", e)
             return
-        new = make_sink(cfg)
-        self._stop_thread()
-        with self._lock:
-            old, self._sink, self._key = self._sink, new, key
+        old = self._swap(prepared.sink, prepared.key)
         if old is not None:
             # Lines buffered under the old settings go where they were meant to.
             self._drain_into(old)
             self._close(old)
-        if new is not None:
-            self._stop.clear()
+        if prepared.sink is not None:
+            stop = threading.Event()
+            self._stop = stop
             self._thread = threading.Thread(
-                target=self._run, name="rmqfast-access-log", daemon=True
+                target=self._run, args=(stop,), name="rmqfast-access-log", daemon=True
             )
             self._thread.start()
 
@@ -243,22 +302,39 @@ class AccessLogWriter:
 
     def close(self) -> None:
         """Writes every buffered line, then closes the sink."""
-        self._stop_thread()
-        with self._lock:
-            sink, self._sink, self._key = self._sink, None, (None,)
+        sink = self._swap(None, (None,))
         if sink is not None:
             self._drain_into(sink)
             self._close(sink)
 
-    def _stop_thread(self) -> None:
-        t = self._thread
-        if t is not None:
+    def _swap(self, new: Sink | None, key: tuple[object, ...]) -> Sink | None:
+        """Stops the drain thread and makes `new` the sink; returns the old one to drain and
+        close, or None when there was none or it is stuck in a write (a stdout pipe nobody
+        reads): then it is left to its thread, which exits once the write returns, and the lines
+        buffered now are counted lost, so that stopping or reloading never hangs on it."""
+        t, self._thread = self._thread, None
+        if t is None:
+            stuck = False
+        else:
             self._stop.set()
-            t.join()
-            self._thread = None
+            t.join(_JOIN_S)
+            stuck = t.is_alive()
+        if stuck:
+            log.warning(
+                "access log: the destination has not finished a write in %.0f s; going on "
+                "without it",
+                _JOIN_S,
+            )
+            self._sink, self._key = new, key
+            if data := self._take(0.0):
+                self._lost(data.count(b"\n"))
+            return None
+        with self._lock:
+            old, self._sink, self._key = self._sink, new, key
+        return old
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             data = self._take(_POLL_S)
             if data:
                 with self._lock:
@@ -266,7 +342,9 @@ class AccessLogWriter:
                         self._write(self._sink, data)
 
     def _drain_into(self, sink: Sink) -> None:
-        while data := self._take(0.0):
+        # One take empties the buffer; looping until it came back empty could go on for as
+        # long as requests keep coming.
+        if data := self._take(0.0):
             self._write(sink, data)
 
     def _close(self, sink: Sink) -> None:

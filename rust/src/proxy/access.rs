@@ -18,7 +18,7 @@ use super::ProxyConfig;
 use crate::codec::codes::{request as rc, request_name, response as resp};
 use crate::codec::frame::FrameView;
 use crate::codec::header::{find_ext, find_exts, ExtKey};
-use crate::codec::SerializeType;
+use crate::codec::{RemotingCommand, SerializeType};
 use crate::json_text::{write_i64, write_str};
 use crate::sync::lock;
 
@@ -177,11 +177,32 @@ pub(crate) struct RequestInfo<'a> {
     pub queue: Option<&'a str>,
 }
 
-static TOPIC: LazyLock<ExtKey> = LazyLock::new(|| ExtKey::new("topic"));
-static CONSUMER_GROUP: LazyLock<ExtKey> = LazyLock::new(|| ExtKey::new("consumerGroup"));
-static PRODUCER_GROUP: LazyLock<ExtKey> = LazyLock::new(|| ExtKey::new("producerGroup"));
-static GROUP: LazyLock<ExtKey> = LazyLock::new(|| ExtKey::new("group"));
-static QUEUE_ID: LazyLock<ExtKey> = LazyLock::new(|| ExtKey::new("queueId"));
+impl<'a> RequestInfo<'a> {
+    /// The fields of a decoded request (the name-server face decodes whole commands), read by
+    /// the same names as a frame's in `begin`.
+    pub fn of_command(cmd: &'a RemotingCommand, bytes_in: usize) -> Self {
+        RequestInfo {
+            code: cmd.code,
+            opaque: cmd.opaque,
+            oneway: cmd.is_oneway(),
+            bytes_in,
+            topic: cmd.ext(TOPIC_KEY),
+            group: GROUP_KEYS.iter().find_map(|k| cmd.ext(k)),
+            queue: cmd.ext(QUEUE_KEY),
+        }
+    }
+}
+
+const TOPIC_KEY: &str = "topic";
+/// Where a request's group is, in the order they are looked for: pulls, pops, acks and offsets
+/// carry `consumerGroup`, a few requests `producerGroup` or `group`.
+const GROUP_KEYS: [&str; 3] = ["consumerGroup", "producerGroup", "group"];
+const QUEUE_KEY: &str = "queueId";
+static TOPIC: LazyLock<ExtKey> = LazyLock::new(|| ExtKey::new(TOPIC_KEY));
+static CONSUMER_GROUP: LazyLock<ExtKey> = LazyLock::new(|| ExtKey::new(GROUP_KEYS[0]));
+static PRODUCER_GROUP: LazyLock<ExtKey> = LazyLock::new(|| ExtKey::new(GROUP_KEYS[1]));
+static GROUP: LazyLock<ExtKey> = LazyLock::new(|| ExtKey::new(GROUP_KEYS[2]));
+static QUEUE_ID: LazyLock<ExtKey> = LazyLock::new(|| ExtKey::new(QUEUE_KEY));
 // SEND_MESSAGE_V2's short names (SendMessageRequestHeaderV2): a = producerGroup, b = topic,
 // e = queueId.
 static V2_GROUP: LazyLock<ExtKey> = LazyLock::new(|| ExtKey::new("a"));
@@ -269,9 +290,10 @@ impl AccessLog {
     }
 
     /// Ends a request's line and buffers it, if it is kept (errors, local replies and slow
-    /// requests always; the rest 1 in `access_log_sample`).
+    /// requests always; the rest 1 in `access_log_sample`). A request that ends after the log
+    /// was turned off is not logged: nothing would take its line out of the buffer.
     pub fn finish(&self, pending: Pending, outcome: Outcome) {
-        if !self.keep(&outcome) {
+        if !self.enabled() || !self.keep(&outcome) {
             return;
         }
         let mut line = pending.line;
@@ -307,9 +329,16 @@ impl AccessLog {
         ProxyStats::add(&self.stats.c.access_log_lines, 1);
         // One wake-up per batch, not per line: a futex wake on every line cost more than
         // writing the line.
-        if before < BATCH && before + line.len() >= BATCH {
+        let batch = self.batch();
+        if before < batch && before + line.len() >= batch {
             self.ready.notify_all();
         }
+    }
+
+    /// What wakes the drain: a batch, or half the buffer when that is less (a 64 KiB buffer
+    /// could never hold a 64 KiB batch plus the line that crosses it).
+    fn batch(&self) -> usize {
+        BATCH.min(self.limit.load(Relaxed) / 2).max(1)
     }
 
     /// Every buffered line (each ends in a newline) into `out` (its contents replaced; its
@@ -321,7 +350,7 @@ impl AccessLog {
         let buf = lock(&self.buf);
         let (mut buf, _) = self
             .ready
-            .wait_timeout_while(buf, timeout, |b| b.len() < BATCH)
+            .wait_timeout_while(buf, timeout, |b| b.len() < self.batch())
             .unwrap_or_else(|e| e.into_inner());
         std::mem::swap(&mut *buf, out);
     }
@@ -382,9 +411,22 @@ fn begin_frame(peer: &Peer, frame: &[u8], view: &FrameView) -> Pending {
     head(peer, &info, SystemTime::now())
 }
 
+/// The most of a topic or group a line carries, in bytes (RocketMQ's own limits are 127 for a
+/// topic and 255 for a group): a header's value is the client's to choose, and escaped as JSON
+/// a control byte takes six, so an unbounded copy would let one request allocate several times
+/// its frame for a line the buffer then refuses.
+const MAX_FIELD: usize = 255;
+
+/// `v` as a JSON string, cut to `MAX_FIELD` bytes (at a character boundary), or null.
 fn write_opt_str(out: &mut Vec<u8>, v: Option<&str>) {
     match v {
-        Some(s) => write_str(out, s),
+        Some(s) => {
+            let mut end = s.len().min(MAX_FIELD);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            write_str(out, &s[..end]);
+        }
         None => out.extend_from_slice(b"null"),
     }
 }
@@ -676,6 +718,58 @@ mod tests {
             "requests 1 and 5 of the first 7, not the PULL_NOT_FOUND (the 8th), the rest always"
         );
         assert_eq!(got[5]["latency_ms"].as_f64().unwrap(), 100.0);
+    }
+
+    #[test]
+    fn a_hostile_topic_or_group_is_cut_not_copied_whole() {
+        let (a, _) = log(r#","access_log":"stdout""#);
+        // 1 MiB of control bytes (six bytes each as JSON) and a group of multi-byte characters
+        // whose 255th byte falls inside one.
+        let topic = "\u{1}".repeat(1 << 20);
+        let group = "é".repeat(1000);
+        for st in [SerializeType::RocketMq, SerializeType::Json] {
+            let (f, v) = request(
+                rc::PULL_MESSAGE,
+                &[("topic", &topic), ("consumerGroup", &group)],
+                st,
+            );
+            let pending = a.begin(&peer(), &f, &v).unwrap();
+            assert!(pending.line.len() < 4096, "{} bytes", pending.line.len());
+            a.finish(pending, ok(1));
+            let line = &lines(&a)[0];
+            assert_eq!(line["topic"].as_str().unwrap(), &topic[..MAX_FIELD]);
+            assert_eq!(line["group"].as_str().unwrap(), &group[..254]);
+            assert_eq!(line["bytes_in"].as_u64().unwrap(), f.len() as u64);
+        }
+    }
+
+    #[test]
+    fn a_request_that_ends_after_the_log_is_turned_off_leaves_no_line() {
+        let (a, stats) = log(r#","access_log":"stdout""#);
+        let (f, v) = request(rc::SEND_MESSAGE_V2, &[("b", "T")], SerializeType::Json);
+        let pending = a.begin(&peer(), &f, &v).unwrap();
+        a.apply(&config(""));
+        a.finish(pending, ok(1));
+        assert_eq!(a.buffered(), 0);
+        assert_eq!(stats.c.access_log_lines.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn the_smallest_buffer_still_wakes_the_drain_before_its_timeout() {
+        let (a, _) = log(r#","access_log":"stdout","access_log_buffer_bytes":65536"#);
+        let a = Arc::new(a);
+        let writer = a.clone();
+        let t = std::thread::spawn(move || {
+            let (f, v) = request(rc::SEND_MESSAGE_V2, &[("b", "T")], SerializeType::Json);
+            while writer.buffered() < 32 << 10 {
+                writer.finish(writer.begin(&peer(), &f, &v).unwrap(), ok(1));
+            }
+        });
+        let started = std::time::Instant::now();
+        let got = a.take(Duration::from_secs(60));
+        t.join().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert!(got.len() >= 32 << 10);
     }
 
     #[test]

@@ -123,16 +123,7 @@ pub(crate) async fn serve(
             }
             stats.on_request(cmd.code, cmd.is_oneway());
             let pending = if shared.access.enabled() {
-                let group = ["consumerGroup", "producerGroup", "group"];
-                let info = RequestInfo {
-                    code: cmd.code,
-                    opaque: cmd.opaque,
-                    oneway: cmd.is_oneway(),
-                    bytes_in: frame.len(),
-                    topic: cmd.ext("topic"),
-                    group: group.iter().find_map(|k| cmd.ext(k)),
-                    queue: cmd.ext("queueId"),
-                };
+                let info = RequestInfo::of_command(&cmd, frame.len());
                 shared.access.begin_fields(&peer, &info)
             } else {
                 None
@@ -165,7 +156,14 @@ pub(crate) async fn serve(
             }
             let permit = tokio::select! {
                 biased;
-                _ = shutdown.changed() => break 'read,
+                _ = shutdown.changed() => {
+                    // Closed unanswered: the client retries elsewhere.
+                    if let Some(p) = pending {
+                        let outcome = Outcome::local(Reason::Shutdown, None, std::time::Duration::ZERO);
+                        shared.access.finish(p, outcome);
+                    }
+                    break 'read;
+                }
                 p = in_flight.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             };
             let shared = shared.clone();

@@ -31,6 +31,15 @@ pub(crate) fn frame_err(py: Python<'_>, e: &RsFrameError) -> PyErr {
     err
 }
 
+/// A wait of `v` seconds from Python, never a panic: NaN and negatives wait not at all, and
+/// anything over `cap_s` (infinity too) waits `cap_s`.
+pub(crate) fn wait_seconds(v: f64, cap_s: f64) -> std::time::Duration {
+    if v.is_nan() {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::from_secs_f64(v.clamp(0.0, cap_s))
+}
+
 fn parse_serialize_type(name: &str) -> PyResult<SerializeType> {
     match name.to_ascii_lowercase().as_str() {
         "json" => Ok(SerializeType::Json),

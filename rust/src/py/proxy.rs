@@ -2,7 +2,6 @@
 
 use crate::sync::lock;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -121,19 +120,23 @@ impl PyProxyServer {
     }
 
     /// Opens the name-server listener and starts the data path (raises OSError if it cannot bind).
+    ///
+    /// `inner` is locked only with the GIL released, here and in `open_broker` and `reload`:
+    /// held across a release, a thread that holds the GIL and waits for it (`running`, from the
+    /// admin endpoint) would wait forever for a thread that waits for the GIL.
     fn start(&self, py: Python<'_>) -> PyResult<()> {
-        let mut guard = lock(&self.inner);
-        if guard.as_ref().is_some_and(ProxyServer::is_running) {
-            return Err(PyRuntimeError::new_err("the proxy is already running"));
-        }
-        let config = lock(&self.config).clone();
-        let server = py
-            .detach(|| ProxyServer::start(config))
-            .map_err(PyOSError::new_err)?;
-        *lock(&self.stats) = Some(server.stats_handle());
-        *lock(&self.access) = Some(server.access_log());
-        *guard = Some(server);
-        Ok(())
+        py.detach(|| {
+            let mut guard = lock(&self.inner);
+            if guard.as_ref().is_some_and(ProxyServer::is_running) {
+                return Err(PyRuntimeError::new_err("the proxy is already running"));
+            }
+            let config = lock(&self.config).clone();
+            let server = ProxyServer::start(config).map_err(PyOSError::new_err)?;
+            *lock(&self.stats) = Some(server.stats_handle());
+            *lock(&self.access) = Some(server.access_log());
+            *guard = Some(server);
+            Ok(())
+        })
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `timeout` seconds, then closes.
@@ -141,7 +144,7 @@ impl PyProxyServer {
     fn stop(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
         let server = lock(&self.inner).take();
         if let Some(mut s) = server {
-            let t = Duration::from_secs_f64(timeout.max(0.0));
+            let t = super::wait_seconds(timeout, 86_400.0);
             py.detach(move || s.stop(t));
         }
         Ok(())
@@ -175,12 +178,13 @@ impl PyProxyServer {
 
     /// Opens the listener for a real broker address now (normally done by route lookups).
     fn open_broker(&self, py: Python<'_>, real_addr: &str) -> PyResult<String> {
-        let guard = lock(&self.inner);
-        let s = guard
-            .as_ref()
-            .ok_or_else(|| PyRuntimeError::new_err("the proxy is not running"))?;
-        py.detach(|| s.open_broker(real_addr))
-            .map_err(PyOSError::new_err)
+        py.detach(|| {
+            let guard = lock(&self.inner);
+            let s = guard
+                .as_ref()
+                .ok_or_else(|| PyRuntimeError::new_err("the proxy is not running"))?;
+            s.open_broker(real_addr).map_err(PyOSError::new_err)
+        })
     }
 
     /// Every access log line buffered (newline-terminated), once 64 KiB are buffered or
@@ -190,7 +194,7 @@ impl PyProxyServer {
         let Some(access) = lock(&self.access).clone() else {
             return PyBytes::new(py, b"");
         };
-        let t = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+        let t = super::wait_seconds(timeout, 3600.0);
         let mut out = std::mem::take(&mut *lock(&self.drained));
         let out = py.detach(move || {
             access.take_into(&mut out, t);
@@ -213,22 +217,22 @@ impl PyProxyServer {
     /// not at all: ValueError naming the field if it is rejected (the running config stays).
     /// Returns the restart-only fields that differed and kept their running values.
     fn reload(&self, py: Python<'_>, config_json: &str) -> PyResult<Vec<&'static str>> {
-        let guard = lock(&self.inner);
-        let s = guard
-            .as_ref()
-            .ok_or_else(|| PyRuntimeError::new_err("the proxy is not running"))?;
-        let config = match ProxyConfig::from_json(config_json) {
-            Ok(c) => c,
-            Err(e) => {
-                s.note_reload_failure();
-                return Err(PyValueError::new_err(e));
-            }
-        };
-        let kept = py
-            .detach(|| s.reload(config.clone()))
-            .map_err(PyValueError::new_err)?;
-        *lock(&self.config) = config;
-        Ok(kept)
+        py.detach(|| {
+            let guard = lock(&self.inner);
+            let s = guard
+                .as_ref()
+                .ok_or_else(|| PyRuntimeError::new_err("the proxy is not running"))?;
+            let config = match ProxyConfig::from_json(config_json) {
+                Ok(c) => c,
+                Err(e) => {
+                    s.note_reload_failure();
+                    return Err(PyValueError::new_err(e));
+                }
+            };
+            let kept = s.reload(config.clone()).map_err(PyValueError::new_err)?;
+            *lock(&self.config) = config;
+            Ok(kept)
+        })
     }
 
     /// Counts a reload rejected before it reached the data path (in `config_reload_failures`).

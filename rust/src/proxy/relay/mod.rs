@@ -134,6 +134,22 @@ impl Conn {
     }
 }
 
+/// Ends a connection's relay when its task ends, also when the task is dropped unfinished (the
+/// runtime shut down after `drain_timeout_ms`): its requests in flight get their access-log
+/// lines (`closed`) and the gauges come down.
+struct Ending {
+    conn: Arc<Conn>,
+    stats: Arc<ProxyStats>,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        lock(&self.conn.relay).close(Instant::now());
+        ProxyStats::gauge(&self.stats.c.connections_active, -1);
+        ProxyStats::gauge(&self.stats.c.connections_broker_active, -1);
+    }
+}
+
 /// Serves one client connection accepted on a broker listener.
 pub(crate) async fn serve(env: RelayEnv, client: (BoxRead, BoxWrite)) {
     let stats = env.stats.clone();
@@ -156,13 +172,14 @@ pub(crate) async fn serve(env: RelayEnv, client: (BoxRead, BoxWrite)) {
         ended: Notify::new(),
     });
 
+    let _ending = Ending {
+        conn: conn.clone(),
+        stats,
+    };
     let b = tokio::spawn(upstream_to_client(env.clone(), conn.clone(), cwr));
     client_to_upstream(&env, &conn, crd).await;
     conn.end();
     let _ = b.await;
-    lock(&conn.relay).close(Instant::now());
-    ProxyStats::gauge(&stats.c.connections_active, -1);
-    ProxyStats::gauge(&stats.c.connections_broker_active, -1);
 }
 
 /// Reads client frames and forwards them to the broker (task A).

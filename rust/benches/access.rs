@@ -2,6 +2,8 @@
 //! bench/RESULTS.md). A Java producer's SEND_MESSAGE_V2 header is begun and finished, and the
 //! buffer drained every 200 lines, as the proxy's writer thread would.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,24 +20,7 @@ const SUCCESS: i32 = 0;
 fn send_v2(st: SerializeType) -> Vec<u8> {
     let mut c = RemotingCommand::request(SEND_MESSAGE_V2);
     c.opaque = 42;
-    for (k, v) in [
-        ("a", "please_rename_unique_group_name"),
-        ("b", "TopicTest"),
-        ("c", "TBW102"),
-        ("d", "4"),
-        ("e", "3"),
-        ("f", "0"),
-        ("g", "1733212800000"),
-        ("h", "0"),
-        (
-            "i",
-            "KEYS\u{1}order-1\u{2}UNIQ_KEY\u{1}7F0000010001\u{2}WAIT\u{1}true\u{2}",
-        ),
-        ("j", "0"),
-        ("k", "false"),
-        ("m", "false"),
-        ("n", "broker-a"),
-    ] {
+    for (k, v) in common::JAVA_SEND_V2_FIELDS {
         c.ext_fields.insert(k.into(), v.into());
     }
     c.encode(st).expect("a small header encodes")

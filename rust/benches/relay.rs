@@ -4,6 +4,8 @@
 //! lines drained by a thread that discards them), in the same run, for binary (ROCKETMQ) and
 //! JSON headers.
 //! `cargo bench --bench relay` (figures recorded in bench/RESULTS.md).
+mod common;
+
 use rmqfast::codec::frame::{split, FrameView};
 use rmqfast::codec::{RemotingCommand, SerializeType};
 use rmqfast::proxy::{ProxyConfig, ProxyServer};
@@ -59,24 +61,7 @@ fn run(addr: &str, n: usize, window: usize, st: SerializeType) -> Duration {
     let mut req = RemotingCommand::request(310);
     req.body = vec![b'x'; 128];
     // The fields a Java producer's SEND_MESSAGE_V2 header carries.
-    for (k, v) in [
-        ("a", "please_rename_unique_group_name"),
-        ("b", "TopicTest"),
-        ("c", "TBW102"),
-        ("d", "4"),
-        ("e", "3"),
-        ("f", "0"),
-        ("g", "1733212800000"),
-        ("h", "0"),
-        (
-            "i",
-            "KEYS\u{1}order-1\u{2}UNIQ_KEY\u{1}7F0000010001\u{2}WAIT\u{1}true\u{2}",
-        ),
-        ("j", "0"),
-        ("k", "false"),
-        ("m", "false"),
-        ("n", "broker-a"),
-    ] {
+    for (k, v) in common::JAVA_SEND_V2_FIELDS {
         req.ext_fields.insert(k.into(), v.into());
     }
     // Each request gets its own opaque, patched into a copy of one encoded frame: four bytes
